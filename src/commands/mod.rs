@@ -1,0 +1,95 @@
+//! The commands behind the CLI: each takes parsed arguments, does its job,
+//! and returns the process exit code. `main` only dispatches and prints.
+
+// TEMP pub mod emulator;
+pub mod status;
+pub mod upload;
+
+use std::future::Future;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Config, ConfigError};
+use crate::exit;
+use crate::platform::{ClientSettings, PlatformClient};
+use crate::telemetry::{self, StderrWriter};
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        // Without signal handlers the process still stops on a signal, by
+        // the default action; wait forever here.
+        _ => std::future::pending().await,
+    }
+}
+
+/// Runs the command; the error, if any, is printed by `main`.
+pub async fn dispatch(
+    cli: Cli,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Upload(args) => {
+            let config = Config::load(&args.config.config)?;
+            upload::run(args, config, shutdown).await
+        }
+        Command::Status(args) => {
+            let config = Config::load(&args.config.config)?;
+            telemetry::init(config.telemetry.log_format, "warn", StderrWriter::default());
+            status::run(&config, args.json).await
+        }
+        Command::Emulator(args) => {
+            telemetry::init(
+                crate::config::LogFormat::Text,
+                "info",
+                StderrWriter::default(),
+            );
+            // TEMP emulator::run(args, shutdown).await
+            let _ = (args, shutdown);
+            anyhow::bail!("emulator pending")
+        }
+        Command::Run(args) => {
+            let config = Config::load(&args.config.config)?;
+            config.validate_for_run()?;
+            anyhow::bail!("`run` is not built yet; use `upload` for one file")
+        }
+    }
+}
+
+/// The platform client for `config`, with the API key it names.
+pub fn platform_client(config: &Config) -> anyhow::Result<PlatformClient> {
+    let base_url = config.base_url()?;
+    let key = config.load_api_key()?;
+    let settings = ClientSettings {
+        base_url,
+        connect_timeout: config.platform.connect_timeout,
+        request_timeout: config.platform.request_timeout,
+    };
+    PlatformClient::new(&settings, key).context("cannot set up the HTTP client")
+}
+
+/// The exit code for an error that reached `main`.
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| {
+        e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some()
+    }) {
+        exit::USAGE
+    } else {
+        exit::LOCAL_ERROR
+    }
+}
+
+/// A command used wrongly (a missing file, a directory given as a file).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -1,0 +1,121 @@
+//! `modelferry status`: the jobs in the state database, as a table or JSON.
+
+use std::time::SystemTime;
+
+use indicatif::HumanBytes;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::exit;
+use crate::store::{Job, StoreHandle};
+
+/// One job as `status --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    pub id: i64,
+    pub path: String,
+    pub file_name: String,
+    pub state: String,
+    pub chunks_done: u64,
+    pub chunks_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub session_id: Option<String>,
+    pub session_expires_at: Option<String>,
+    pub model_id: Option<String>,
+    pub dock_status_id: Option<String>,
+    pub sha256: Option<String>,
+    pub error: Option<String>,
+    pub error_stage: Option<String>,
+    pub http_status: Option<u16>,
+    pub platform_message: Option<String>,
+    pub attempts: u32,
+    pub next_retry_at: Option<String>,
+    pub file_context: String,
+    pub is_adapter: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl From<&Job> for JobView {
+    fn from(j: &Job) -> Self {
+        let done = j.state == crate::job::JobState::Succeeded
+            || matches!(
+                j.state,
+                crate::job::JobState::Completing | crate::job::JobState::Importing
+            );
+        JobView {
+            id: j.id,
+            path: j.path.display().to_string(),
+            file_name: j.file_name.clone(),
+            state: j.state.to_string(),
+            chunks_done: if done { j.chunks_total } else { j.chunks_done },
+            chunks_total: j.chunks_total,
+            bytes_done: if done { j.size() } else { j.bytes_done },
+            bytes_total: j.size(),
+            session_id: j.session.as_ref().map(|s| s.session_id.clone()),
+            session_expires_at: j.session.as_ref().and_then(|s| s.expires_at).map(rfc3339),
+            model_id: j.model_id.clone().filter(|m| !m.is_empty()),
+            dock_status_id: j.dock_status_id.clone(),
+            sha256: j.sha256.clone(),
+            error: j.error.clone(),
+            error_stage: j.error_stage.clone(),
+            http_status: j.http_status,
+            platform_message: j.platform_message.clone(),
+            attempts: j.attempts,
+            next_retry_at: j.next_retry_at.map(rfc3339),
+            file_context: j.file_context.clone(),
+            is_adapter: j.is_adapter,
+            created_at: rfc3339(j.created_at),
+            updated_at: rfc3339(j.updated_at),
+            started_at: j.started_at.map(rfc3339),
+            finished_at: j.finished_at.map(rfc3339),
+        }
+    }
+}
+
+pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
+    let jobs = if config.database_path().exists() {
+        let store = StoreHandle::open(config.state.dir.clone()).await?;
+        store.call(|s| s.jobs()).await?
+    } else {
+        Vec::new()
+    };
+    let views: Vec<JobView> = jobs.iter().map(JobView::from).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(exit::SUCCESS);
+    }
+    if views.is_empty() {
+        println!("no jobs in {}", config.database_path().display());
+        return Ok(exit::SUCCESS);
+    }
+    println!(
+        "{:>5}  {:<10}  {:>13}  {:>21}  {:<24}  FILE",
+        "ID", "STATE", "CHUNKS", "BYTES", "MODEL ID"
+    );
+    for v in &views {
+        println!(
+            "{:>5}  {:<10}  {:>13}  {:>21}  {:<24}  {}",
+            v.id,
+            v.state,
+            format!("{}/{}", v.chunks_done, v.chunks_total),
+            format!("{}/{}", HumanBytes(v.bytes_done), HumanBytes(v.bytes_total)),
+            v.model_id.as_deref().unwrap_or("-"),
+            v.path
+        );
+        if let Some(e) = &v.error {
+            match &v.next_retry_at {
+                Some(at) => println!("{:>7}error: {e} (next try {at})", ""),
+                None => println!("{:>7}error: {e}", ""),
+            }
+        }
+    }
+    Ok(exit::SUCCESS)
+}

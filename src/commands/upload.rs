@@ -1,0 +1,174 @@
+//! `modelferry upload`: import one file in the foreground.
+//!
+//! Uses the same state database as the daemon: a file with the same identity
+//! resumes its unfinished job (same session), and a file already imported is
+//! answered from the database without uploading (unless `--force`).
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::UsageError;
+use crate::cli::UploadArgs;
+use crate::config::Config;
+use crate::exit;
+use crate::job::JobState;
+use crate::progress;
+use crate::source::FileIdentity;
+use crate::store::{NewJob, StoreHandle};
+use crate::telemetry::{self, StderrWriter};
+use crate::upload::{Engine, JobProgress, Outcome};
+
+pub async fn run(
+    args: UploadArgs,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<u8> {
+    let show_bar = !args.no_progress && std::io::stderr().is_terminal();
+    let bar = show_bar.then(progress::terminal_bar);
+    let writer = bar.clone().map(StderrWriter::around).unwrap_or_default();
+    telemetry::init(
+        config.telemetry.log_format,
+        &config.telemetry.log_level,
+        writer,
+    );
+
+    let path = std::path::absolute(&args.path)
+        .map_err(|e| UsageError(format!("{}: {e}", args.path.display())))?;
+    let meta = std::fs::symlink_metadata(&path)
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    if meta.file_type().is_symlink() {
+        return Err(UsageError(format!(
+            "{}: is a symbolic link; modelferry never follows links (give the target's path)",
+            path.display()
+        ))
+        .into());
+    }
+    if !meta.is_file() {
+        return Err(UsageError(format!("{}: not a regular file", path.display())).into());
+    }
+    let identity = FileIdentity::of(&meta);
+    let context = args.context.trim().to_string();
+    if context.is_empty() {
+        return Err(UsageError("--context must not be empty".into()).into());
+    }
+
+    let platform = super::platform_client(&config)?;
+    let store = StoreHandle::open(config.state.dir.clone()).await?;
+
+    let ctx2 = context.clone();
+    let adapter = args.adapter;
+    let existing = store
+        .call(move |s| s.find_by_identity(&identity, &ctx2, adapter))
+        .await?;
+    let job_id = match existing {
+        Some(job) if job.state == JobState::Succeeded && !args.force => {
+            eprintln!(
+                "{}: already imported (job {}); not uploading again (--force imports it again)",
+                path.display(),
+                job.id
+            );
+            println!("{}", job.model_id.unwrap_or_default());
+            return Ok(exit::SUCCESS);
+        }
+        Some(job) if !job.state.is_terminal() => {
+            eprintln!(
+                "{}: resuming job {} ({}, {}/{} chunks acknowledged)",
+                path.display(),
+                job.id,
+                job.state,
+                job.chunks_done,
+                job.chunks_total
+            );
+            job.id
+        }
+        _ => {
+            let new = NewJob {
+                path: path.clone(),
+                identity,
+                file_context: context,
+                is_adapter: adapter,
+                chunk_size: config.upload.chunk_size,
+                watch_dir: None,
+            };
+            store.call(move |s| s.insert_job(&new)).await?
+        }
+    };
+
+    let engine = Engine::new(store.clone(), platform, config.upload.clone());
+    let (tx, rx) = watch::channel(JobProgress {
+        state: JobState::Queued,
+        chunks_done: 0,
+        chunks_total: 0,
+        bytes_done: 0,
+        bytes_total: identity.size,
+        note: None,
+    });
+    let tx = Arc::new(tx);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let follower = tokio::spawn(progress::follow(rx, name, bar, Duration::from_secs(5)));
+
+    let cancel = CancellationToken::new();
+    let run = engine.run_job(job_id, cancel.clone(), tx.clone());
+    tokio::pin!(run);
+    tokio::pin!(shutdown);
+    let outcome = tokio::select! {
+        r = &mut run => r?,
+        _ = &mut shutdown => {
+            info!("stopping: letting chunks in flight finish");
+            cancel.cancel();
+            match tokio::time::timeout(config.daemon.shutdown_grace, &mut run).await {
+                Ok(r) => r?,
+                Err(_) => Outcome::Interrupted,
+            }
+        }
+    };
+    drop(tx);
+    // The follower ends when the progress sender is gone (the engine's copy
+    // went with `run`).
+    drop(run);
+    let _ = follower.await;
+
+    let job = store.call(move |s| s.job(job_id)).await?;
+    Ok(match outcome {
+        Outcome::Succeeded { .. } => {
+            eprintln!("{}: imported (job {})", path.display(), job.id);
+            println!("{}", job.model_id.unwrap_or_default());
+            exit::SUCCESS
+        }
+        Outcome::Failed(error) => {
+            eprintln!(
+                "{}: import failed (job {}): {error}",
+                path.display(),
+                job.id
+            );
+            exit::IMPORT_FAILED
+        }
+        Outcome::AuthRejected(msg) => {
+            eprintln!(
+                "{}: {msg}. Nothing was failed or deleted; fix the key and run the same command again to resume job {}.",
+                path.display(),
+                job.id
+            );
+            exit::KEY_REJECTED
+        }
+        Outcome::Interrupted => {
+            eprintln!(
+                "{}: interrupted; run the same command again to resume job {} ({}/{} chunks acknowledged)",
+                path.display(),
+                job.id,
+                job.chunks_done,
+                job.chunks_total
+            );
+            exit::INTERRUPTED
+        }
+    })
+}

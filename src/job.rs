@@ -1,0 +1,136 @@
+//! Job states and the rules for moving between them (pure; no I/O).
+//!
+//! `queued → uploading → completing → importing → succeeded | failed`.
+//! A job may fail from any unfinished state, and `uploading → uploading`
+//! replaces an expired or vanished session. The store enforces these rules on
+//! every write; they are kept here so they can be tested exhaustively.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Uploading,
+    Completing,
+    Importing,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Uploading,
+        JobState::Completing,
+        JobState::Importing,
+        JobState::Succeeded,
+        JobState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Uploading => "uploading",
+            JobState::Completing => "completing",
+            JobState::Importing => "importing",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+
+    /// Whether `self → to` is allowed.
+    pub fn can_become(self, to: JobState) -> bool {
+        use JobState::*;
+        match (self, to) {
+            (Succeeded | Failed, _) => false,
+            (_, Failed) => true,
+            (Queued, Uploading) => true,
+            // A new session replaces an expired or vanished one; a session
+            // that vanished at `complete` also starts over from chunk 0.
+            (Uploading | Completing, Uploading) => true,
+            (Uploading, Completing) => true,
+            (Completing, Importing) => true,
+            (Importing, Succeeded) => true,
+            // The platform may answer `complete` with a final status at once.
+            (Completing, Succeeded) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown job state {0:?}")]
+pub struct UnknownState(pub String);
+
+impl FromStr for JobState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobState::*;
+    use super::*;
+
+    #[test]
+    fn transitions_are_exactly_the_documented_ones() {
+        let allowed = [
+            (Queued, Uploading),
+            (Queued, Failed),
+            (Uploading, Uploading),
+            (Uploading, Completing),
+            (Uploading, Failed),
+            (Completing, Uploading),
+            (Completing, Importing),
+            (Completing, Succeeded),
+            (Completing, Failed),
+            (Importing, Succeeded),
+            (Importing, Failed),
+        ];
+        for from in JobState::ALL {
+            for to in JobState::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_states_are_final() {
+        for s in JobState::ALL {
+            assert_eq!(
+                s.is_terminal(),
+                !JobState::ALL.iter().any(|t| s.can_become(*t))
+            );
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in JobState::ALL {
+            assert_eq!(s.as_str().parse::<JobState>().unwrap(), s);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
+        assert!("done".parse::<JobState>().is_err());
+    }
+}

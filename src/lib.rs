@@ -1,0 +1,28 @@
+//! modelferry: resumable bulk uploads of model tarballs into the Agent
+//! Platform's model-import API.
+//!
+//! Modules:
+//! - [`cli`]: command-line definitions; [`commands`]: what each command does;
+//!   [`exit`]: exit codes.
+//! - [`config`]: the TOML file and environment, validated; [`secret`]: the API key.
+//! - [`platform`]: the platform client (all HTTP to the platform).
+//! - [`store`]: the state database (all SQLite); [`job`]: job states and rules.
+//! - [`source`]: the source file's identity and positioned reads.
+//! - [`upload`]: the engine that carries a job from start to final answer.
+//! - [`progress`]: progress bar and lines; [`telemetry`]: logging.
+//! - [`emulator`]: a local emulator of the platform, for tests and demos.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+// TEMP pub mod emulator;
+pub mod exit;
+pub mod job;
+pub mod platform;
+pub mod progress;
+pub mod secret;
+pub mod source;
+pub mod store;
+pub mod telemetry;
+pub mod upload;

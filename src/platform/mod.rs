@@ -1,0 +1,262 @@
+//! The platform client: the only code that talks HTTP to the platform.
+//!
+//! It makes the four calls of platform-api.md with the `x-api-key` header,
+//! reads answers leniently ([`wire`]), and classifies every failure
+//! ([`PlatformError`]) so callers can decide: retry, new session, pause on a
+//! rejected key, or fail the job. Redirects are never followed, so the key
+//! cannot travel to another host. A `Retry-After` seen by any call slows
+//! every call made through the same client.
+
+mod error;
+pub mod wire;
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::multipart::{Form, Part};
+use reqwest::{Body, StatusCode, Url};
+use tokio::time::Instant;
+
+pub use error::{ErrorKind, Op, PlatformError};
+pub use wire::{CompleteInfo, DockStatus, ImportStatus, SessionInfo, StartRequest};
+
+use crate::secret::Secret;
+
+/// Largest answer body read; the platform's answers are small JSON.
+const MAX_ANSWER: usize = 256 * 1024;
+
+/// How to reach the platform.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub base_url: Url,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// The platform client. Cheap to clone; clones share the connection pool,
+/// the key and the `Retry-After` pause.
+#[derive(Clone)]
+pub struct PlatformClient {
+    http: reqwest::Client,
+    base: Url,
+    key: Arc<RwLock<Secret>>,
+    /// Calls wait until this instant (set by `Retry-After`).
+    not_before: Arc<Mutex<Option<Instant>>>,
+}
+
+impl PlatformClient {
+    pub fn new(settings: &ClientSettings, key: Secret) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("modelferry/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(PlatformClient {
+            http,
+            base: settings.base_url.clone(),
+            key: Arc::new(RwLock::new(key)),
+            not_before: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Replaces the API key (SIGHUP re-reads it).
+    pub fn set_key(&self, key: Secret) {
+        *self.key.write().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    fn key(&self) -> Secret {
+        self.key.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        // The base URL was validated to have a host, so it can have segments.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// Time left of a `Retry-After` pause any call received.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let until = (*self.not_before.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    fn pause_until(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut nb = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+        if nb.is_none_or(|cur| cur < until) {
+            *nb = Some(until);
+        }
+    }
+
+    /// Sends a request and returns the body of a 2xx answer, or the error.
+    async fn send(
+        &self,
+        op: Op,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, Bytes), PlatformError> {
+        if let Some(wait) = self.paused_for() {
+            tokio::time::sleep(wait).await;
+        }
+        let key = self.key();
+        let mut headers = HeaderMap::new();
+        let mut value = HeaderValue::from_str(key.expose()).map_err(|_| PlatformError {
+            op,
+            kind: ErrorKind::Auth,
+            status: None,
+            retry_after: None,
+            message: "the API key has characters a header cannot carry".into(),
+            platform_message: None,
+        })?;
+        value.set_sensitive(true);
+        headers.insert("x-api-key", value);
+        let resp = req
+            .headers(headers)
+            .send()
+            .await
+            .map_err(|e| PlatformError::transport(op, &e))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(error::parse_retry_after);
+        let body = read_limited(resp)
+            .await
+            .map_err(|e| PlatformError::transport(op, &e))?;
+        if status.is_success() {
+            return Ok((status.as_u16(), body));
+        }
+        if let Some(d) = retry_after {
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                self.pause_until(d);
+            }
+        }
+        Err(
+            PlatformError::from_status(op, status.as_u16(), retry_after, &body)
+                .redact(key.expose()),
+        )
+    }
+
+    /// Starts an import session.
+    pub async fn start_session(&self, req: &StartRequest) -> Result<SessionInfo, PlatformError> {
+        let op = Op::StartSession;
+        let url = self.url(&["api", "public", "files", "session", "start"]);
+        let (status, body) = self.send(op, self.http.post(url).json(req)).await?;
+        wire::parse_start(&body).map_err(|d| PlatformError::malformed(op, status, &d, &body))
+    }
+
+    /// Uploads one chunk (0-based) as `multipart/form-data`.
+    pub async fn upload_chunk(
+        &self,
+        session_id: &str,
+        chunk: u64,
+        file_name: &str,
+        data: Bytes,
+    ) -> Result<(), PlatformError> {
+        let op = Op::UploadChunk(chunk);
+        let len = data.len() as u64;
+        let part = Part::stream_with_length(Body::from(data), len)
+            .file_name(file_name.to_string())
+            .mime_str("application/octet-stream")
+            .map_err(|e| PlatformError::transport(op, &e))?;
+        // chunkNumber first: servers that stream the form (multer and the
+        // like) then know the chunk before the file part arrives.
+        let form = Form::new()
+            .text("chunkNumber", chunk.to_string())
+            .part("file", part);
+        let url = self.url(&["api", "public", "files", "session", session_id]);
+        let (status, body) = self.send(op, self.http.post(url).multipart(form)).await?;
+        wire::check_chunk_answer(&body, chunk, session_id)
+            .map_err(|d| PlatformError::malformed(op, status, &d, &body))
+    }
+
+    /// Completes the import of a session whose chunks are all uploaded.
+    pub async fn complete(&self, session_id: &str) -> Result<CompleteInfo, PlatformError> {
+        let op = Op::Complete;
+        let url = self.url(&["api", "public", "files", "session", session_id, "complete"]);
+        let (status, body) = self
+            .send(op, self.http.post(url).header("content-length", "0"))
+            .await?;
+        wire::parse_complete(&body).map_err(|d| PlatformError::malformed(op, status, &d, &body))
+    }
+
+    /// Reads where an import stands.
+    pub async fn dock_status(&self, dock_status_id: &str) -> Result<DockStatus, PlatformError> {
+        let op = Op::DockStatus;
+        let url = self.url(&["api", "public", "dock-status", dock_status_id]);
+        let (status, body) = self.send(op, self.http.get(url)).await?;
+        wire::parse_dock_status(&body).map_err(|d| PlatformError::malformed(op, status, &d, &body))
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = MAX_ANSWER.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The `fileExtension` for a file name: compound tar extensions whole
+/// (`tar.gz`), otherwise the last one; `tar` when the name has none.
+pub fn file_extension(file_name: &str) -> String {
+    let lower = file_name.to_ascii_lowercase();
+    for compound in ["tar.gz", "tar.bz2", "tar.xz", "tar.zst"] {
+        if lower.ends_with(&format!(".{compound}")) {
+            return compound.to_string();
+        }
+    }
+    match file_name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() && !ext.is_empty() => ext.to_string(),
+        _ => "tar".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions() {
+        assert_eq!(file_extension("m.tar"), "tar");
+        assert_eq!(file_extension("m.v2.TAR.GZ"), "tar.gz");
+        assert_eq!(file_extension("m.tgz"), "tgz");
+        assert_eq!(file_extension("model"), "tar");
+        assert_eq!(file_extension(".hidden"), "tar");
+    }
+
+    #[test]
+    fn urls_keep_a_path_prefix_and_escape_ids() {
+        let c = PlatformClient::new(
+            &ClientSettings {
+                base_url: Url::parse("https://h.example/prefix/").unwrap(),
+                connect_timeout: Duration::from_secs(1),
+                request_timeout: Duration::from_secs(1),
+            },
+            Secret::new("k"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.url(&["api", "public", "files", "session", "a/b"])
+                .as_str(),
+            "https://h.example/prefix/api/public/files/session/a%2Fb"
+        );
+    }
+}

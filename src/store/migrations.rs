@@ -1,0 +1,54 @@
+//! The schema, as an append-only list of migrations.
+//!
+//! `PRAGMA user_version` holds how many have been applied. Never edit or
+//! reorder an entry that has shipped: add a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: jobs and their acknowledged chunks.
+    r#"
+    CREATE TABLE jobs (
+        id                 INTEGER PRIMARY KEY,
+        path               TEXT    NOT NULL,
+        file_name          TEXT    NOT NULL,
+        dev                INTEGER NOT NULL,
+        ino                INTEGER NOT NULL,
+        size               INTEGER NOT NULL,
+        mtime_ns           INTEGER NOT NULL,
+        file_context       TEXT    NOT NULL,
+        is_adapter         INTEGER NOT NULL,
+        chunk_size         INTEGER NOT NULL,
+        chunks_total       INTEGER NOT NULL,
+        state              TEXT    NOT NULL,
+        session_id         TEXT,
+        session_started_at INTEGER,
+        session_expires_at INTEGER,
+        sessions_started   INTEGER NOT NULL DEFAULT 0,
+        model_id           TEXT,
+        dock_status_id     TEXT,
+        sha256             TEXT,
+        hashed_chunks      INTEGER NOT NULL DEFAULT 0,
+        hash_state         BLOB,
+        error              TEXT,
+        error_stage        TEXT,
+        http_status        INTEGER,
+        platform_message   TEXT,
+        attempts           INTEGER NOT NULL DEFAULT 0,
+        next_retry_at      INTEGER,
+        watch_dir          TEXT,
+        created_at         INTEGER NOT NULL,
+        updated_at         INTEGER NOT NULL,
+        started_at         INTEGER,
+        finished_at        INTEGER
+    );
+    CREATE INDEX jobs_identity ON jobs (dev, ino, size, mtime_ns);
+    CREATE INDEX jobs_state ON jobs (state);
+    CREATE TABLE chunks (
+        job_id   INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        idx      INTEGER NOT NULL,
+        size     INTEGER NOT NULL,
+        sha256   TEXT    NOT NULL,
+        acked_at INTEGER NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    ) WITHOUT ROWID;
+    "#,
+];
