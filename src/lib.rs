@@ -9,16 +9,18 @@
 //! - [`store`]: the state database (all SQLite); [`job`]: job states and rules.
 //! - [`source`]: the source file's identity and positioned reads.
 //! - [`upload`]: the engine that carries a job from start to final answer.
-//! - [`progress`]: progress bar and lines; [`telemetry`]: logging.
+//! - [`progress`]: progress bar and lines; [`telemetry`]: logging;
+//!   [`metrics`]: Prometheus metrics.
 //! - [`emulator`]: a local emulator of the platform, for tests and demos.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod commands;
 pub mod config;
-// TEMP pub mod emulator;
+pub mod emulator;
 pub mod exit;
 pub mod job;
+pub mod metrics;
 pub mod platform;
 pub mod progress;
 pub mod secret;

@@ -45,6 +45,8 @@ pub enum SourceError {
         "{path}: the file changed since it was taken (size, modification time or inode differ)"
     )]
     Changed { path: PathBuf },
+    #[error("{path}: the file disappeared before the import finished")]
+    Gone { path: PathBuf },
     #[error("{path}: the file is empty; there is nothing to import")]
     Empty { path: PathBuf },
     #[error("{path}: chunk {index} changed since it was uploaded (its sha256 differs)")]
@@ -53,10 +55,11 @@ pub enum SourceError {
 
 impl SourceError {
     pub fn io(path: &Path, source: io::Error) -> Self {
-        SourceError::Io {
-            path: path.to_path_buf(),
-            source,
+        let path = path.to_path_buf();
+        if source.kind() == io::ErrorKind::NotFound {
+            return SourceError::Gone { path };
         }
+        SourceError::Io { path, source }
     }
 }
 

@@ -23,7 +23,10 @@ pub fn options(args: &EmulatorArgs) -> EmulatorOptions {
     }
 }
 
-pub async fn run(args: EmulatorArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<u8> {
+pub async fn run(
+    args: EmulatorArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<u8> {
     emulator::serve_until(args.listen, options(&args), shutdown).await?;
     Ok(exit::SUCCESS)
 }

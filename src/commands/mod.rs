@@ -1,7 +1,7 @@
 //! The commands behind the CLI: each takes parsed arguments, does its job,
 //! and returns the process exit code. `main` only dispatches and prints.
 
-// TEMP pub mod emulator;
+pub mod emulator;
 pub mod status;
 pub mod upload;
 
@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError};
+use crate::emulator::{EmulatorHandle, EmulatorOptions};
 use crate::exit;
 use crate::platform::{ClientSettings, PlatformClient};
 use crate::telemetry::{self, StderrWriter};
@@ -54,9 +55,7 @@ pub async fn dispatch(
                 "info",
                 StderrWriter::default(),
             );
-            // TEMP emulator::run(args, shutdown).await
-            let _ = (args, shutdown);
-            anyhow::bail!("emulator pending")
+            emulator::run(args, shutdown).await
         }
         Command::Run(args) => {
             let config = Config::load(&args.config.config)?;
@@ -66,16 +65,43 @@ pub async fn dispatch(
     }
 }
 
-/// The platform client for `config`, with the API key it names.
-pub fn platform_client(config: &Config) -> anyhow::Result<PlatformClient> {
-    let base_url = config.base_url()?;
-    let key = config.load_api_key()?;
-    let settings = ClientSettings {
+/// The platform client for `config`, with the API key it names. With
+/// `platform.emulate = true`, the built-in emulator is started on a free
+/// loopback port (its sessions kept under the state folder, so they survive a
+/// restart) and the client points at it; the handle keeps it running.
+pub async fn platform_setup(
+    config: &Config,
+) -> anyhow::Result<(PlatformClient, Option<EmulatorHandle>)> {
+    let settings = |base_url| ClientSettings {
         base_url,
         connect_timeout: config.platform.connect_timeout,
         request_timeout: config.platform.request_timeout,
     };
-    PlatformClient::new(&settings, key).context("cannot set up the HTTP client")
+    if !config.platform.emulate {
+        let key = config.load_api_key()?;
+        let client = PlatformClient::new(&settings(config.base_url()?), key)
+            .context("cannot set up the HTTP client")?;
+        return Ok((client, None));
+    }
+    let opts = EmulatorOptions {
+        data_dir: Some(config.state.dir.join("emulator")),
+        import_polls: 1,
+        ..EmulatorOptions::default()
+    };
+    let handle = crate::emulator::start(([127, 0, 0, 1], 0).into(), opts)
+        .await
+        .context("platform.emulate: cannot start the built-in emulator")?;
+    tracing::warn!(
+        url = %handle.base_url(),
+        "platform.emulate = true: uploads go to the built-in emulator; nothing reaches a real platform"
+    );
+    let key = config
+        .load_api_key()
+        .unwrap_or_else(|_| crate::secret::Secret::new("emulator"));
+    let url = reqwest::Url::parse(&handle.base_url()).context("emulator address")?;
+    let client =
+        PlatformClient::new(&settings(url), key).context("cannot set up the HTTP client")?;
+    Ok((client, Some(handle)))
 }
 
 /// The exit code for an error that reached `main`.

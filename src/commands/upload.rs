@@ -58,7 +58,7 @@ pub async fn run(
         return Err(UsageError("--context must not be empty".into()).into());
     }
 
-    let platform = super::platform_client(&config)?;
+    let (platform, emulator) = super::platform_setup(&config).await?;
     let store = StoreHandle::open(config.state.dir.clone()).await?;
 
     let ctx2 = context.clone();
@@ -100,7 +100,8 @@ pub async fn run(
         }
     };
 
-    let engine = Engine::new(store.clone(), platform, config.upload.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let engine = Engine::new(store.clone(), platform, config.upload.clone(), metrics);
     let (tx, rx) = watch::channel(JobProgress {
         state: JobState::Queued,
         chunks_done: 0,
@@ -132,10 +133,11 @@ pub async fn run(
         }
     };
     drop(tx);
-    // The follower ends when the progress sender is gone (the engine's copy
-    // went with `run`).
-    drop(run);
-    let _ = follower.await;
+    // The engine's copy of the sender is dropped with the finished `run`.
+    let _ = tokio::time::timeout(Duration::from_secs(1), follower).await;
+    if let Some(emu) = emulator {
+        emu.shutdown().await;
+    }
 
     let job = store.call(move |s| s.job(job_id)).await?;
     Ok(match outcome {

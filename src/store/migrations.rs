@@ -51,4 +51,12 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job_id, idx)
     ) WITHOUT ROWID;
     "#,
+    // 2: filing of daemon jobs (receipts, moves) as a recorded step.
+    r#"
+    ALTER TABLE jobs ADD COLUMN filing       TEXT;
+    ALTER TABLE jobs ADD COLUMN filing_dest  TEXT;
+    ALTER TABLE jobs ADD COLUMN filing_error TEXT;
+    ALTER TABLE jobs ADD COLUMN filed_at     INTEGER;
+    CREATE INDEX jobs_path ON jobs (path);
+    "#,
 ];

@@ -90,6 +90,46 @@ pub struct Job {
     pub chunks_done: u64,
     /// Bytes of those chunks.
     pub bytes_done: u64,
+    /// Where a daemon job's file and receipt go, once decided.
+    pub filing: Option<Filing>,
+}
+
+/// Filing of a finished daemon job: planned, then done (or skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilingState {
+    Pending,
+    Done,
+    Skipped,
+}
+
+impl FilingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilingState::Pending => "pending",
+            FilingState::Done => "done",
+            FilingState::Skipped => "skipped",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            FilingState::Pending,
+            FilingState::Done,
+            FilingState::Skipped,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filing {
+    pub state: FilingState,
+    /// The file's (or, for `delete`/`keep`, the receipt's) recorded destination.
+    pub dest: Option<PathBuf>,
+    /// The last filing error, while it keeps failing.
+    pub error: Option<String>,
+    pub filed_at: Option<SystemTime>,
 }
 
 impl Job {
@@ -155,7 +195,8 @@ const JOB_COLUMNS: &str = "j.id, j.path, j.file_name, j.dev, j.ino, j.size, j.mt
     j.http_status, j.platform_message, j.attempts, j.next_retry_at, j.watch_dir, \
     j.created_at, j.updated_at, j.started_at, j.finished_at, \
     (SELECT COUNT(*) FROM chunks c WHERE c.job_id = j.id), \
-    (SELECT COALESCE(SUM(c.size), 0) FROM chunks c WHERE c.job_id = j.id)";
+    (SELECT COALESCE(SUM(c.size), 0) FROM chunks c WHERE c.job_id = j.id), \
+    j.filing, j.filing_dest, j.filing_error, j.filed_at";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(Job, String)> {
     let state_text: String = row.get(11)?;
@@ -205,7 +246,22 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(Job, String)> {
         finished_at: row.get::<_, Option<i64>>(31)?.map(from_ms),
         chunks_done: row.get::<_, i64>(32)? as u64,
         bytes_done: row.get::<_, i64>(33)? as u64,
+        filing: row
+            .get::<_, Option<String>>(34)?
+            .and_then(|f| FilingState::parse(&f))
+            .map(|state| Filing {
+                state,
+                dest: None,
+                error: None,
+                filed_at: None,
+            }),
     };
+    let mut job = job;
+    if let Some(f) = job.filing.as_mut() {
+        f.dest = row.get::<_, Option<String>>(35)?.map(PathBuf::from);
+        f.error = row.get(36)?;
+        f.filed_at = row.get::<_, Option<i64>>(37)?.map(from_ms);
+    }
     Ok((job, state_text))
 }
 
@@ -605,6 +661,83 @@ impl Store {
         if changed == 0 {
             return Err(StoreError::NotFound(id));
         }
+        Ok(())
+    }
+
+    /// Unfinished jobs for a file at `path` (whatever its identity).
+    pub fn unfinished_for_path(&self, path: &Path) -> Result<Vec<Job>> {
+        self.select(
+            "WHERE j.path = ?1 AND j.state NOT IN ('succeeded', 'failed') ORDER BY j.id",
+            [path.to_string_lossy()],
+        )
+    }
+
+    /// Finished daemon jobs whose filing is not done: never planned, or
+    /// planned and not yet carried out.
+    pub fn unfiled(&self) -> Result<Vec<Job>> {
+        self.select(
+            "WHERE j.state IN ('succeeded', 'failed') AND j.watch_dir IS NOT NULL \
+             AND (j.filing IS NULL OR j.filing = 'pending') ORDER BY j.id",
+            [],
+        )
+    }
+
+    /// Jobs per state.
+    pub fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (state, n) = row?;
+            if let Ok(st) = state.parse() {
+                out.push((st, n as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records where a finished job's file goes, before anything moves.
+    /// Planning twice keeps the first plan.
+    pub fn plan_filing(&mut self, id: JobId, dest: Option<&Path>) -> Result<()> {
+        let changed = self.conn.execute(
+            "UPDATE jobs SET filing = 'pending', filing_dest = ?2 \
+             WHERE id = ?1 AND state IN ('succeeded', 'failed') AND filing IS NULL",
+            params![id, dest.map(|d| d.to_string_lossy().into_owned())],
+        )?;
+        if changed == 0 {
+            let job = self.job(id)?;
+            if job.filing.is_none() {
+                return Err(StoreError::InvalidTransition {
+                    job: id,
+                    from: job.state,
+                    to: job.state,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The job's file and receipt are in place (or filing does not apply).
+    pub fn finish_filing(&mut self, id: JobId, state: FilingState) -> Result<()> {
+        let changed = self.conn.execute(
+            "UPDATE jobs SET filing = ?2, filing_error = NULL, filed_at = ?3 \
+             WHERE id = ?1 AND state IN ('succeeded', 'failed')",
+            params![id, state.as_str(), to_ms(SystemTime::now())],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(())
+    }
+
+    /// Filing failed this time (permissions, full disk); it is retried.
+    pub fn note_filing_error(&mut self, id: JobId, error: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE jobs SET filing_error = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, error, to_ms(SystemTime::now())],
+        )?;
         Ok(())
     }
 }

@@ -27,6 +27,7 @@ pub use plan::ChunkPlan;
 
 use crate::config::UploadConfig;
 use crate::job::JobState;
+use crate::metrics::Metrics;
 use crate::platform::{ErrorKind, ImportStatus, PlatformClient, PlatformError, StartRequest};
 use crate::source::SourceError;
 use crate::store::{Failure, Job, JobId, SessionRecord, StoreError, StoreHandle};
@@ -78,6 +79,7 @@ pub struct Engine {
     store: StoreHandle,
     platform: PlatformClient,
     settings: Arc<UploadConfig>,
+    metrics: Arc<Metrics>,
 }
 
 /// Everything a step of one job needs; cheap to clone into chunk tasks.
@@ -87,6 +89,7 @@ pub(crate) struct JobCtx {
     pub store: StoreHandle,
     pub platform: PlatformClient,
     pub settings: Arc<UploadConfig>,
+    pub metrics: Arc<Metrics>,
     pub cancel: CancellationToken,
     pub progress: Arc<watch::Sender<JobProgress>>,
 }
@@ -95,12 +98,22 @@ pub(crate) struct JobCtx {
 const READ_RETRIES: u32 = 3;
 
 impl Engine {
-    pub fn new(store: StoreHandle, platform: PlatformClient, settings: UploadConfig) -> Self {
+    pub fn new(
+        store: StoreHandle,
+        platform: PlatformClient,
+        settings: UploadConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Engine {
             store,
             platform,
             settings: Arc::new(settings),
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn store(&self) -> &StoreHandle {
@@ -126,6 +139,7 @@ impl Engine {
             store: self.store.clone(),
             platform: self.platform.clone(),
             settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
             cancel,
             progress,
         };
@@ -293,6 +307,7 @@ impl JobCtx {
                 Err(e) if e.is_transient() => {
                     let delay = backoff.next_delay(e.retry_after);
                     warn!(error = %e, attempt = backoff.attempts(), retry_in = ?delay, "transient platform error; retrying");
+                    self.metrics.retry(retry_reason(&e));
                     self.note(&e.to_string(), delay).await?;
                     self.sleep(delay).await?;
                 }
@@ -418,6 +433,13 @@ impl JobCtx {
                     self.store
                         .call(move |s| s.succeed(id, None, model.as_deref()))
                         .await?;
+                    if let Some(started) = job.started_at {
+                        let secs = SystemTime::now()
+                            .duration_since(started)
+                            .unwrap_or_default()
+                            .as_secs_f64();
+                        self.metrics.import_duration.observe(secs);
+                    }
                     info!(dock_status_id = %dock_id, "import succeeded");
                     return Ok(());
                 }
@@ -438,6 +460,17 @@ impl JobCtx {
                 }
             }
         }
+    }
+}
+
+/// The `reason` label of the retries metric.
+fn retry_reason(e: &PlatformError) -> &'static str {
+    match e.status {
+        None => "network",
+        Some(408) => "timeout",
+        Some(429) => "rate_limited",
+        Some(s) if s >= 500 => "server_error",
+        Some(_) => "malformed_answer",
     }
 }
 

@@ -219,6 +219,8 @@ async fn upload_one(
     ctx.store
         .call(move |s| s.ack_chunk(id, &sid, &ack, checkpoint.as_ref()))
         .await?;
+    ctx.metrics.bytes_uploaded.inc_by(size);
+    ctx.metrics.chunks_uploaded.inc();
     ctx.progress.send_modify(|p| {
         p.chunks_done += 1;
         p.bytes_done += size;

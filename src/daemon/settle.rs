@@ -1,0 +1,126 @@
+//! Filing a finished daemon job: where its tarball and receipt go.
+//!
+//! Filing is a recorded step. The destination is chosen and committed to the
+//! store first, then the file is moved (or deleted, or kept) and the receipt
+//! written, then the step is marked done; after a crash the same recorded
+//! destination is used again, so nothing is filed twice or overwritten. Only
+//! the file the job imported is ever moved: if the name in the drop folder now
+//! holds another file (rewritten, replaced), that file is left for its own job.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{AfterSuccess, WatchConfig};
+use crate::filing::{self, ErrorReceipt, SuccessReceipt};
+use crate::job::JobState;
+use crate::source::FileIdentity;
+use crate::store::{FilingState, Job};
+
+/// What filing a job should do, decided from the job alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Put things under `dir` (done_dir or failed_dir).
+    Into(PathBuf),
+    /// Nothing to file: the job's file was rewritten and is a new job now.
+    Skip,
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Where a finished job is filed.
+pub fn plan(job: &Job, watch: &WatchConfig) -> Plan {
+    match job.state {
+        JobState::Succeeded => Plan::Into(watch.done_dir.clone()),
+        // A file that changed under its upload starts over as a new job;
+        // the failed job leaves it where it is.
+        JobState::Failed if job.error_stage.as_deref() == Some("read") && changed(job) => Plan::Skip,
+        _ => Plan::Into(watch.failed_dir.clone()),
+    }
+}
+
+fn changed(job: &Job) -> bool {
+    match FileIdentity::of_path(&job.path) {
+        Ok(id) => id != job.identity,
+        Err(_) => false,
+    }
+}
+
+/// Whether the file at the job's path is the file the job imported.
+fn still_ours(job: &Job) -> bool {
+    FileIdentity::of_path(&job.path).is_ok_and(|id| id == job.identity)
+}
+
+/// Picks a free destination for the job's file in `dir`.
+pub fn choose(job: &Job, dir: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
+    filing::free_destination(dir, &job.file_name)
+}
+
+/// Carries out filing to the recorded `dest`; safe to repeat after a crash.
+pub fn execute(job: &Job, watch: &WatchConfig, dest: &Path) -> std::io::Result<FilingState> {
+    match job.state {
+        JobState::Succeeded => {
+            let receipt = SuccessReceipt {
+                model_id: job.model_id.clone().unwrap_or_default(),
+                dock_status_id: job.dock_status_id.clone().unwrap_or_default(),
+                session_id: job
+                    .session
+                    .as_ref()
+                    .map(|s| s.session_id.clone())
+                    .unwrap_or_default(),
+                size: job.size(),
+                sha256: job.sha256.clone().unwrap_or_default(),
+                chunks: job.chunks_total,
+                status: "SUCCESS".into(),
+                started_at: rfc3339(job.started_at.unwrap_or(job.created_at)),
+                finished_at: rfc3339(job.finished_at.unwrap_or(job.updated_at)),
+                file: job.file_name.clone(),
+                job_id: job.id,
+            };
+            match watch.after_success {
+                AfterSuccess::Move => {
+                    if still_ours(job) {
+                        filing::move_file(&job.path, dest)?;
+                    }
+                    filing::write_json_atomic(&filing::receipt_path(dest), &receipt)?;
+                }
+                AfterSuccess::Delete => {
+                    // Receipt first: a crash in between leaves file and
+                    // receipt, and the retry deletes the file.
+                    filing::write_json_atomic(&filing::receipt_path(dest), &receipt)?;
+                    if still_ours(job) {
+                        filing::remove_file(&job.path)?;
+                    }
+                }
+                AfterSuccess::Keep => {
+                    filing::write_json_atomic(&filing::receipt_path(dest), &receipt)?;
+                }
+            }
+        }
+        JobState::Failed => {
+            let receipt = ErrorReceipt {
+                error: job.error.clone().unwrap_or_default(),
+                stage: job.error_stage.clone().unwrap_or_default(),
+                http_status: job.http_status,
+                platform_message: job.platform_message.clone(),
+                model_id: job.model_id.clone().filter(|m| !m.is_empty()),
+                file: job.file_name.clone(),
+                job_id: job.id,
+                failed_at: rfc3339(job.finished_at.unwrap_or(job.updated_at)),
+            };
+            if still_ours(job) {
+                filing::move_file(&job.path, dest)?;
+            }
+            filing::write_json_atomic(&filing::error_path(dest), &receipt)?;
+        }
+        other => {
+            return Err(std::io::Error::other(format!(
+                "job {} is {other}, not finished; nothing to file",
+                job.id
+            )))
+        }
+    }
+    Ok(FilingState::Done)
+}

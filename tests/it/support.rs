@@ -1,0 +1,229 @@
+//! Shared test support: an emulator on 127.0.0.1:0 in this process, a
+//! scratch folder with a config pointing at it, and the real binary.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use modelferry::emulator::{self, EmulatorHandle, EmulatorOptions, Report};
+use sha2::{Digest, Sha256};
+use tokio::process::{Child, Command};
+
+pub const API_KEY: &str = "kg-test-0f3a9c1e-7b2d-4e8f-secret-key";
+pub const BIN: &str = env!("CARGO_BIN_EXE_modelferry");
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub emu: EmulatorHandle,
+    pub config: PathBuf,
+}
+
+pub struct Settings {
+    pub chunk_size: u64,
+    pub parallel_chunks: usize,
+    pub extra: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            chunk_size: 64 * 1024,
+            parallel_chunks: 4,
+            extra: String::new(),
+        }
+    }
+}
+
+impl Env {
+    pub async fn start(opts: EmulatorOptions) -> Env {
+        Self::with(opts, Settings::default()).await
+    }
+
+    pub async fn with(opts: EmulatorOptions, s: Settings) -> Env {
+        let emu = emulator::start("127.0.0.1:0".parse().unwrap(), opts)
+            .await
+            .expect("emulator starts");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("modelferry.toml");
+        let toml = format!(
+            r#"
+[platform]
+base_url = "{base}"
+connect_timeout = "2s"
+request_timeout = "30s"
+
+[state]
+dir = "{state}"
+
+[upload]
+chunk_size = {cs}
+parallel_chunks = {pc}
+retry_initial = "10ms"
+retry_max = "200ms"
+poll_interval = "20ms"
+poll_interval_max = "100ms"
+
+[daemon]
+shutdown_grace = "5s"
+{extra}
+"#,
+            base = emu.base_url(),
+            state = dir.path().join("state").display(),
+            cs = s.chunk_size,
+            pc = s.parallel_chunks,
+            extra = s.extra,
+        );
+        std::fs::write(&config, toml).unwrap();
+        Env { dir, emu, config }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("state").join("modelferry.db")
+    }
+
+    /// The binary with the config and the key in its environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("MODELFERRY_API_KEY", API_KEY)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    pub fn upload_cmd(&self, file: &Path, more: &[&str]) -> Command {
+        let cfg = self.config.to_str().unwrap().to_string();
+        let f = file.to_str().unwrap().to_string();
+        let mut args = vec!["upload", "-c", cfg.as_str(), f.as_str()];
+        args.extend_from_slice(more);
+        self.command(&args)
+    }
+
+    pub async fn upload(&self, file: &Path, more: &[&str]) -> Run {
+        run(self.upload_cmd(file, more)).await
+    }
+
+    pub async fn status_json(&self) -> Vec<serde_json::Value> {
+        let cfg = self.config.to_str().unwrap().to_string();
+        let r = run(self.command(&["status", "-c", &cfg, "--json"])).await;
+        assert_eq!(r.code, 0, "status failed: {}", r.stderr);
+        serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {}", r.stdout))
+    }
+
+    pub fn report(&self) -> Report {
+        self.emu.report()
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs a command to its end, within a bounded time.
+pub async fn run(mut cmd: Command) -> Run {
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("command finishes within 120 s")
+        .expect("command starts");
+    let r = Run::from(out);
+    assert!(
+        !r.all().contains(API_KEY),
+        "the API key appeared in the output:\n{}",
+        r.all()
+    );
+    r
+}
+
+/// Waits for a spawned child and collects its output.
+pub async fn finish(child: Child) -> Run {
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("child finishes within 120 s")
+        .expect("child output");
+    let r = Run::from(out);
+    assert!(
+        !r.all().contains(API_KEY),
+        "the API key appeared in the output"
+    );
+    r
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub async fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// SIGKILL, the way a crash or an OOM kill ends the process.
+pub async fn kill9(child: &mut Child) -> Run {
+    child.start_kill().expect("SIGKILL sent");
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("killed child exits")
+        .expect("wait");
+    assert!(!out.success());
+    Run {
+        code: out.code().unwrap_or(-9),
+        stdout: String::new(),
+        stderr: String::new(),
+    }
+}
+
+/// A valid tar archive of about `size` bytes with pseudo-random content.
+pub fn make_tar(path: &Path, size: usize, seed: u64) -> String {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut data = vec![0u8; size.saturating_sub(2048).max(1)];
+    rng.fill(&mut data);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "model/weights.bin", data.as_slice())
+        .unwrap();
+    let bytes = b.into_inner().unwrap();
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(&bytes).unwrap();
+    f.sync_all().unwrap();
+    sha256_file(path)
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+pub fn file_name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
