@@ -27,7 +27,7 @@ pub fn terminal_bar() -> ProgressBar {
 
 fn describe(p: &JobProgress) -> String {
     match p.state {
-        JobState::Uploading | JobState::Queued => {
+        JobState::Uploading => {
             format!("{} {}/{} chunks", p.state, p.chunks_done, p.chunks_total)
         }
         other => other.to_string(),

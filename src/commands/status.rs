@@ -37,6 +37,10 @@ pub struct JobView {
     pub updated_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Daemon jobs: `pending`, `done` or `skipped` once finished.
+    pub filing: Option<String>,
+    pub filed_to: Option<String>,
+    pub filing_error: Option<String>,
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -76,6 +80,13 @@ impl From<&Job> for JobView {
             updated_at: rfc3339(j.updated_at),
             started_at: j.started_at.map(rfc3339),
             finished_at: j.finished_at.map(rfc3339),
+            filing: j.filing.as_ref().map(|f| f.state.as_str().to_string()),
+            filed_to: j
+                .filing
+                .as_ref()
+                .and_then(|f| f.dest.as_ref())
+                .map(|d| d.display().to_string()),
+            filing_error: j.filing_error.clone(),
         }
     }
 }
@@ -97,12 +108,12 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
         return Ok(exit::SUCCESS);
     }
     println!(
-        "{:>5}  {:<10}  {:>13}  {:>21}  {:<24}  FILE",
+        "{:>5}  {:<10}  {:>13}  {:>23}  {:<40}  FILE",
         "ID", "STATE", "CHUNKS", "BYTES", "MODEL ID"
     );
     for v in &views {
         println!(
-            "{:>5}  {:<10}  {:>13}  {:>21}  {:<24}  {}",
+            "{:>5}  {:<10}  {:>13}  {:>23}  {:<40}  {}",
             v.id,
             v.state,
             format!("{}/{}", v.chunks_done, v.chunks_total),
@@ -110,6 +121,9 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
             v.model_id.as_deref().unwrap_or("-"),
             v.path
         );
+        if let Some(e) = &v.filing_error {
+            println!("{:>7}{e}", "");
+        }
         if let Some(e) = &v.error {
             match &v.next_retry_at {
                 Some(at) => println!("{:>7}error: {e} (next try {at})", ""),

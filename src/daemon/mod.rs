@@ -20,7 +20,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, WatchConfig};
 use crate::job::JobState;
@@ -52,6 +52,7 @@ struct Scheduler {
     metrics: Arc<Metrics>,
     queue: BTreeSet<QueueKey>,
     queued: HashMap<JobId, QueueKey>,
+    names: HashMap<JobId, String>,
     running: HashMap<JobId, Running>,
     workers: JoinSet<(JobId, Result<Outcome, StoreError>)>,
     /// Jobs to queue again at an instant (after a local error).
@@ -92,6 +93,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         metrics,
         queue: BTreeSet::new(),
         queued: HashMap::new(),
+        names: HashMap::new(),
         running: HashMap::new(),
         workers: JoinSet::new(),
         delayed: Vec::new(),
@@ -137,6 +139,7 @@ impl Scheduler {
         let key = queue_key(job);
         self.queue.insert(key);
         self.queued.insert(job.id, key);
+        self.names.insert(job.id, job.file_name.clone());
     }
 
     /// Unfinished jobs go back into the queue; unfinished filings are done.
@@ -260,6 +263,7 @@ impl Scheduler {
                 if let Some(key) = self.queued.remove(&old.id) {
                     self.queue.remove(&key);
                 }
+                self.names.remove(&old.id);
                 let f = crate::store::Failure {
                     error: "superseded: the file changed before its upload started; the new version is a new job".into(),
                     stage: "read".into(),
@@ -311,20 +315,18 @@ impl Scheduler {
         });
         let engine = self.engine.clone();
         let token = cancel.clone();
-        let span = info_span!("job", job_id = id);
-        self.workers.spawn(
-            async move {
-                let result = engine.run_job(id, token, Arc::new(tx)).await;
-                (id, result)
-            }
-            .instrument(span),
-        );
+        // run_job opens the job's span (job_id, file).
+        self.workers.spawn(async move {
+            let result = engine.run_job(id, token, Arc::new(tx)).await;
+            (id, result)
+        });
+        let name = self.names.remove(&id).unwrap_or_default();
         self.running.insert(
             id,
             Running {
                 cancel,
                 progress: rx,
-                name: String::new(),
+                name,
             },
         );
     }

@@ -92,6 +92,8 @@ pub struct Job {
     pub bytes_done: u64,
     /// Where a daemon job's file and receipt go, once decided.
     pub filing: Option<Filing>,
+    /// The last filing error, while filing keeps failing.
+    pub filing_error: Option<String>,
 }
 
 /// Filing of a finished daemon job: planned, then done (or skipped).
@@ -127,8 +129,6 @@ pub struct Filing {
     pub state: FilingState,
     /// The file's (or, for `delete`/`keep`, the receipt's) recorded destination.
     pub dest: Option<PathBuf>,
-    /// The last filing error, while it keeps failing.
-    pub error: Option<String>,
     pub filed_at: Option<SystemTime>,
 }
 
@@ -252,14 +252,13 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(Job, String)> {
             .map(|state| Filing {
                 state,
                 dest: None,
-                error: None,
                 filed_at: None,
             }),
+        filing_error: row.get(36)?,
     };
     let mut job = job;
     if let Some(f) = job.filing.as_mut() {
         f.dest = row.get::<_, Option<String>>(35)?.map(PathBuf::from);
-        f.error = row.get(36)?;
         f.filed_at = row.get::<_, Option<i64>>(37)?.map(from_ms);
     }
     Ok((job, state_text))

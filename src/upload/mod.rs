@@ -127,7 +127,7 @@ impl Engine {
     /// Carries job `id` as far as it goes: to a final state, a rejected key,
     /// or `cancel`. In-flight chunk requests are let finish when cancelled;
     /// the caller bounds that with its grace period.
-    #[instrument(skip_all, fields(job_id = id))]
+    #[instrument(skip_all, fields(job_id = id, file = tracing::field::Empty))]
     pub async fn run_job(
         &self,
         id: JobId,
@@ -144,8 +144,13 @@ impl Engine {
             progress,
         };
         let mut read_failures = 0;
+        let mut named = false;
         loop {
             let job = ctx.store.call(move |s| s.job(id)).await?;
+            if !named {
+                tracing::Span::current().record("file", job.file_name.as_str());
+                named = true;
+            }
             ctx.show(&job);
             let result = match job.state {
                 JobState::Succeeded => {

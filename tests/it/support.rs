@@ -24,6 +24,7 @@ pub struct Env {
 pub struct Settings {
     pub chunk_size: u64,
     pub parallel_chunks: usize,
+    pub parallel_files: usize,
     pub extra: String,
 }
 
@@ -32,6 +33,7 @@ impl Default for Settings {
         Settings {
             chunk_size: 64 * 1024,
             parallel_chunks: 4,
+            parallel_files: 1,
             extra: String::new(),
         }
     }
@@ -42,11 +44,31 @@ impl Env {
         Self::with(opts, Settings::default()).await
     }
 
+    /// An env with drop folders, for the daemon; `extra` goes into the
+    /// config after them (more sections).
+    pub async fn daemon_env(opts: EmulatorOptions, mut s: Settings, watch_extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let w = watch_section(dir.path(), watch_extra);
+        s.extra = format!(
+            "[daemon]\nrescan_interval = \"1s\"\nshutdown_grace = \"5s\"\n{}\n{w}",
+            s.extra
+        );
+        Self::in_dir(dir, opts, s).await
+    }
+
     pub async fn with(opts: EmulatorOptions, s: Settings) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings {
+            extra: format!("[daemon]\nshutdown_grace = \"5s\"\n{}", s.extra),
+            ..s
+        };
+        Self::in_dir(dir, opts, s).await
+    }
+
+    async fn in_dir(dir: tempfile::TempDir, opts: EmulatorOptions, s: Settings) -> Env {
         let emu = emulator::start("127.0.0.1:0".parse().unwrap(), opts)
             .await
             .expect("emulator starts");
-        let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("modelferry.toml");
         let toml = format!(
             r#"
@@ -61,19 +83,19 @@ dir = "{state}"
 [upload]
 chunk_size = {cs}
 parallel_chunks = {pc}
+parallel_files = {pf}
 retry_initial = "10ms"
 retry_max = "200ms"
 poll_interval = "20ms"
 poll_interval_max = "100ms"
 
-[daemon]
-shutdown_grace = "5s"
 {extra}
 "#,
             base = emu.base_url(),
             state = dir.path().join("state").display(),
             cs = s.chunk_size,
             pc = s.parallel_chunks,
+            pf = s.parallel_files,
             extra = s.extra,
         );
         std::fs::write(&config, toml).unwrap();
@@ -124,6 +146,65 @@ shutdown_grace = "5s"
     pub fn report(&self) -> Report {
         self.emu.report()
     }
+
+    pub fn drop_dir(&self) -> PathBuf {
+        self.dir.path().join("drop")
+    }
+
+    pub fn done_dir(&self) -> PathBuf {
+        self.dir.path().join("done")
+    }
+
+    pub fn failed_dir(&self) -> PathBuf {
+        self.dir.path().join("failed")
+    }
+
+    /// `modelferry run` on this env's config, output captured.
+    pub fn daemon(&self) -> Child {
+        let cfg = self.config.to_str().unwrap().to_string();
+        self.command(&["run", "-c", &cfg])
+            .spawn()
+            .expect("daemon starts")
+    }
+
+    /// Names in a folder, sorted.
+    pub fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// A `[[watch]]` section for the env's drop, done and failed folders.
+pub fn watch_section(dir: &Path, extra: &str) -> String {
+    for sub in ["drop", "done", "failed"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    format!(
+        r#"
+[[watch]]
+dir = "{d}/drop"
+done_dir = "{d}/done"
+failed_dir = "{d}/failed"
+stable_for = "300ms"
+{extra}
+"#,
+        d = dir.display()
+    )
+}
+
+/// SIGTERM, the way systemd stops the service.
+pub fn sigterm(child: &Child) {
+    let pid = child.id().expect("child is running") as libc::pid_t;
+    // SAFETY: kill(2) with a pid we own and a valid signal number.
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(rc, 0, "SIGTERM sent");
 }
 
 pub struct Run {
