@@ -738,7 +738,11 @@ mod tests {
     #[test]
     fn shipped_configs_load() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for f in ["config/modelferry.toml", "config/local.toml"] {
+        for f in [
+            "config/modelferry.toml",
+            "config/local.toml",
+            "config/emulator.toml",
+        ] {
             let c = Config::load(&root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
             assert!(c.platform.base_url.is_some() || c.platform.emulate, "{f}");
         }

@@ -11,14 +11,18 @@
 //! - [`upload`]: the engine that carries a job from start to final answer.
 //! - [`progress`]: progress bar and lines; [`telemetry`]: logging;
 //!   [`metrics`]: Prometheus metrics.
+//! - [`daemon`]: the drop-folder daemon; [`watch`]: drop folders;
+//!   [`filing`]: receipts and moves; [`systemd`]: sd_notify.
 //! - [`emulator`]: a local emulator of the platform, for tests and demos.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod emulator;
 pub mod exit;
+pub mod filing;
 pub mod job;
 pub mod metrics;
 pub mod platform;
@@ -26,5 +30,7 @@ pub mod progress;
 pub mod secret;
 pub mod source;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod upload;
+pub mod watch;

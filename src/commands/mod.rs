@@ -60,7 +60,13 @@ pub async fn dispatch(
         Command::Run(args) => {
             let config = Config::load(&args.config.config)?;
             config.validate_for_run()?;
-            anyhow::bail!("`run` is not built yet; use `upload` for one file")
+            telemetry::init(
+                config.telemetry.log_format,
+                &config.telemetry.log_level,
+                StderrWriter::default(),
+            );
+            crate::daemon::run(config, shutdown).await?;
+            Ok(exit::SUCCESS)
         }
     }
 }

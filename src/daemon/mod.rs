@@ -70,14 +70,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     config.validate_for_run()?;
     for w in &config.watch {
         for dir in [&w.done_dir, &w.failed_dir] {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {} (from {})", dir.display(), config.source.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "cannot create {} (from {})",
+                    dir.display(),
+                    config.source.display()
+                )
+            })?;
         }
     }
     let store = StoreHandle::open(config.state.dir.clone()).await?;
     let metrics = Arc::new(Metrics::new());
     let (platform, emulator) = crate::commands::platform_setup(&config).await?;
-    let engine = Engine::new(store.clone(), platform, config.upload.clone(), metrics.clone());
+    let engine = Engine::new(
+        store.clone(),
+        platform,
+        config.upload.clone(),
+        metrics.clone(),
+    );
     let root = CancellationToken::new();
     if let Some(addr) = config.telemetry.metrics_listen {
         let bound = crate::metrics::serve(addr, metrics.clone(), root.child_token())
@@ -164,7 +174,11 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn run(&mut self, mut rx: mpsc::Receiver<Candidate>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Candidate>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -206,7 +220,10 @@ impl Scheduler {
 
     async fn shutdown(&mut self) {
         systemd::stopping();
-        info!(running = self.running.len(), "stopping: letting requests in flight finish");
+        info!(
+            running = self.running.len(),
+            "stopping: letting requests in flight finish"
+        );
         for r in self.running.values() {
             r.cancel.cancel();
         }
@@ -220,7 +237,10 @@ impl Scheduler {
         })
         .await;
         if drained.is_err() {
-            warn!(?grace, "requests still in flight after the grace period; they resume on restart");
+            warn!(
+                ?grace,
+                "requests still in flight after the grace period; they resume on restart"
+            );
             self.workers.abort_all();
             while self.workers.join_next().await.is_some() {}
         }
@@ -257,7 +277,10 @@ impl Scheduler {
         // A queued job for an earlier version of this file never started:
         // the new version replaces it.
         let path = c.path.clone();
-        let older = self.store.call(move |s| s.unfinished_for_path(&path)).await?;
+        let older = self
+            .store
+            .call(move |s| s.unfinished_for_path(&path))
+            .await?;
         for old in older {
             if old.state == JobState::Queued && !self.running.contains_key(&old.id) {
                 if let Some(key) = self.queued.remove(&old.id) {
@@ -331,12 +354,17 @@ impl Scheduler {
         );
     }
 
-    async fn on_finished(&mut self, id: JobId, result: Result<Outcome, StoreError>) -> anyhow::Result<()> {
+    async fn on_finished(
+        &mut self,
+        id: JobId,
+        result: Result<Outcome, StoreError>,
+    ) -> anyhow::Result<()> {
         self.running.remove(&id);
         match result {
             Err(e) => {
                 error!(job_id = id, error = %e, "job stopped on a local error; trying again in a minute");
-                self.delayed.push((Instant::now() + Duration::from_secs(60), id));
+                self.delayed
+                    .push((Instant::now() + Duration::from_secs(60), id));
             }
             Ok(Outcome::Interrupted) => {
                 let job = self.store.call(move |s| s.job(id)).await?;
@@ -366,9 +394,6 @@ impl Scheduler {
                 let job = self.store.call(move |s| s.job(id)).await?;
                 self.file(job).await?;
                 self.refresh_gauges().await;
-                if let Some(r) = &self.rescan {
-                    r.rescan();
-                }
             }
         }
         Ok(())
@@ -389,7 +414,10 @@ impl Scheduler {
                     self.store
                         .call(move |s| s.finish_filing(id, FilingState::Skipped))
                         .await?;
-                    info!(job_id = id, "file changed during its upload; it starts over as a new job");
+                    info!(
+                        job_id = id,
+                        "file changed during its upload; it starts over as a new job"
+                    );
                     return Ok(());
                 }
                 settle::Plan::Into(dir) => {
@@ -397,7 +425,9 @@ impl Scheduler {
                     match tokio::task::spawn_blocking(move || settle::choose(&j, &dir)).await? {
                         Ok(dest) => {
                             let d = dest.clone();
-                            self.store.call(move |s| s.plan_filing(id, Some(&d))).await?;
+                            self.store
+                                .call(move |s| s.plan_filing(id, Some(&d)))
+                                .await?;
                             Ok(Some(dest))
                         }
                         Err(e) => Err(e.to_string()),
@@ -425,7 +455,9 @@ impl Scheduler {
             Err(e) => {
                 warn!(job_id = id, error = %e, "cannot file the finished job; will retry");
                 let m = format!("filing: {e}");
-                self.store.call(move |s| s.note_filing_error(id, &m)).await?;
+                self.store
+                    .call(move |s| s.note_filing_error(id, &m))
+                    .await?;
             }
         }
         Ok(())
@@ -436,7 +468,12 @@ impl Scheduler {
         for job in jobs {
             self.file(job).await?;
         }
-        self.next_filing_retry = Instant::now() + self.config.daemon.rescan_interval.min(Duration::from_secs(30));
+        self.next_filing_retry = Instant::now()
+            + self
+                .config
+                .daemon
+                .rescan_interval
+                .min(Duration::from_secs(30));
         Ok(())
     }
 
@@ -494,10 +531,14 @@ impl Scheduler {
         for r in self.running.values() {
             *by_state.entry(r.progress.borrow().state).or_default() += 1;
         }
-        let mut parts: Vec<String> = [JobState::Uploading, JobState::Completing, JobState::Importing]
-            .iter()
-            .filter_map(|s| by_state.get(s).map(|n| format!("{n} {s}")))
-            .collect();
+        let mut parts: Vec<String> = [
+            JobState::Uploading,
+            JobState::Completing,
+            JobState::Importing,
+        ]
+        .iter()
+        .filter_map(|s| by_state.get(s).map(|n| format!("{n} {s}")))
+        .collect();
         parts.push(format!("{} queued", self.queue.len()));
         if self.auth_paused_until.is_some() {
             parts.push("API key rejected, paused".into());

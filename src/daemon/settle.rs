@@ -34,7 +34,9 @@ pub fn plan(job: &Job, watch: &WatchConfig) -> Plan {
         JobState::Succeeded => Plan::Into(watch.done_dir.clone()),
         // A file that changed under its upload starts over as a new job;
         // the failed job leaves it where it is.
-        JobState::Failed if job.error_stage.as_deref() == Some("read") && changed(job) => Plan::Skip,
+        JobState::Failed if job.error_stage.as_deref() == Some("read") && changed(job) => {
+            Plan::Skip
+        }
         _ => Plan::Into(watch.failed_dir.clone()),
     }
 }

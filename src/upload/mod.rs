@@ -355,7 +355,7 @@ impl JobCtx {
         self.store
             .call(move |s| s.start_session(id, &record, &model_id))
             .await?;
-        info!(session_id = %info.session_id, model_id = ?info.model_id, chunks = job.chunks_total, "import session started");
+        info!(session_id = %info.session_id, model_id = info.model_id.as_deref().unwrap_or(""), chunks = job.chunks_total, "import session started");
         Ok(())
     }
 

@@ -27,9 +27,9 @@ fn read_json(p: &Path) -> serde_json::Value {
 }
 
 /// Waits for the daemon to stop after SIGTERM and returns its output.
-async fn stop(child: tokio::process::Child) -> Run {
-    sigterm(&child);
-    finish(child).await
+async fn stop(daemon: Proc) -> Run {
+    daemon.sigterm();
+    daemon.finish().await
 }
 
 /// Every file imported exactly once, with identical content.
@@ -167,12 +167,12 @@ async fn three_files_survive_repeated_sigkills_and_are_imported_once_each() {
     }
     let total: u64 = 3 * (3 * 1024 * 1024u64).div_ceil(64 * 1024);
     for stop_at in [15u64, 45, 90] {
-        let mut d = env.daemon();
+        let d = env.daemon();
         wait_until(Duration::from_secs(60), "chunks to arrive", || {
             env.report().chunk_posts_stored() >= stop_at
         })
         .await;
-        kill9(&mut d).await;
+        d.kill9().await;
     }
     assert!(
         env.report().chunk_posts_stored() < total,

@@ -160,11 +160,9 @@ poll_interval_max = "100ms"
     }
 
     /// `modelferry run` on this env's config, output captured.
-    pub fn daemon(&self) -> Child {
+    pub fn daemon(&self) -> Proc {
         let cfg = self.config.to_str().unwrap().to_string();
-        self.command(&["run", "-c", &cfg])
-            .spawn()
-            .expect("daemon starts")
+        Proc::spawn(self.command(&["run", "-c", &cfg]))
     }
 
     /// Names in a folder, sorted.
@@ -199,12 +197,70 @@ stable_for = "300ms"
     )
 }
 
-/// SIGTERM, the way systemd stops the service.
-pub fn sigterm(child: &Child) {
-    let pid = child.id().expect("child is running") as libc::pid_t;
-    // SAFETY: kill(2) with a pid we own and a valid signal number.
-    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(rc, 0, "SIGTERM sent");
+/// A running child whose output is drained while it runs, so a chatty
+/// process never blocks on a full pipe.
+pub struct Proc {
+    child: Child,
+    readers: Vec<tokio::task::JoinHandle<String>>,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd.spawn().expect("child starts");
+        let mut readers = Vec::new();
+        fn drain<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+            r: R,
+        ) -> tokio::task::JoinHandle<String> {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut r = r;
+                let mut buf = Vec::new();
+                let _ = r.read_to_end(&mut buf).await;
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        }
+        readers.push(drain(child.stdout.take().expect("stdout piped")));
+        readers.push(drain(child.stderr.take().expect("stderr piped")));
+        Proc { child, readers }
+    }
+
+    /// SIGTERM, the way systemd stops the service.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().expect("child is running") as libc::pid_t;
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM sent");
+    }
+
+    /// SIGKILL, the way a crash or an OOM kill ends the process.
+    pub async fn kill9(mut self) -> Run {
+        self.child.start_kill().expect("SIGKILL sent");
+        let r = self.finish().await;
+        assert_ne!(r.code, 0, "killed");
+        r
+    }
+
+    /// Waits for the child to end and collects its output.
+    pub async fn finish(mut self) -> Run {
+        let status = tokio::time::timeout(Duration::from_secs(120), self.child.wait())
+            .await
+            .expect("child finishes within 120 s")
+            .expect("wait");
+        let mut out = Vec::new();
+        for r in self.readers {
+            out.push(r.await.unwrap_or_default());
+        }
+        let r = Run {
+            code: status.code().unwrap_or(-1),
+            stdout: out[0].clone(),
+            stderr: out[1].clone(),
+        };
+        assert!(
+            !r.all().contains(API_KEY),
+            "the API key appeared in the output"
+        );
+        r
+    }
 }
 
 pub struct Run {
@@ -244,41 +300,12 @@ pub async fn run(mut cmd: Command) -> Run {
     r
 }
 
-/// Waits for a spawned child and collects its output.
-pub async fn finish(child: Child) -> Run {
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("child finishes within 120 s")
-        .expect("child output");
-    let r = Run::from(out);
-    assert!(
-        !r.all().contains(API_KEY),
-        "the API key appeared in the output"
-    );
-    r
-}
-
 /// Polls `cond` every 10 ms until it holds or `limit` passes.
 pub async fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// SIGKILL, the way a crash or an OOM kill ends the process.
-pub async fn kill9(child: &mut Child) -> Run {
-    child.start_kill().expect("SIGKILL sent");
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("killed child exits")
-        .expect("wait");
-    assert!(!out.success());
-    Run {
-        code: out.code().unwrap_or(-9),
-        stdout: String::new(),
-        stderr: String::new(),
     }
 }
 

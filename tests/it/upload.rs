@@ -96,12 +96,12 @@ async fn resumes_the_same_session_after_two_sigkills() {
     let total = std::fs::metadata(&file).unwrap().len().div_ceil(64 * 1024);
 
     for stop_after in [10u64, 40] {
-        let mut child = env.upload_cmd(&file, &["--no-progress"]).spawn().unwrap();
+        let child = Proc::spawn(env.upload_cmd(&file, &["--no-progress"]));
         wait_until(Duration::from_secs(60), "chunks to arrive", || {
             env.report().chunk_posts_stored() >= stop_after
         })
         .await;
-        kill9(&mut child).await;
+        child.kill9().await;
     }
     let before = env.report().chunk_posts_stored();
     assert!(
@@ -166,12 +166,12 @@ async fn starts_a_new_session_when_the_old_one_expired_while_down() {
     .await;
     let file = env.path("late.tar");
     let sha = make_tar(&file, 3 * 1024 * 1024, 5);
-    let mut child = env.upload_cmd(&file, &["--no-progress"]).spawn().unwrap();
+    let child = Proc::spawn(env.upload_cmd(&file, &["--no-progress"]));
     wait_until(Duration::from_secs(60), "some chunks", || {
         env.report().chunk_posts_stored() >= 8
     })
     .await;
-    kill9(&mut child).await;
+    child.kill9().await;
     env.emu.expire_sessions();
 
     let r = env.upload(&file, &["--no-progress"]).await;

@@ -1,0 +1,336 @@
+//! The printed results: the rows side by side, then each target with its
+//! measured value and PASS or MISS.
+
+use std::fmt::Write as _;
+
+use crate::measure::RowResult;
+use crate::opts::{human_size, Plan};
+use crate::restart::RestartResult;
+use crate::startup::StartupResult;
+
+/// Which comparison a row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Loopback,
+    Wan,
+    /// The peak-RSS row on the big file.
+    Rss,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    Wire,
+    Naive,
+    Modelferry(usize),
+}
+
+pub struct Row {
+    pub group: Group,
+    pub client: Client,
+    pub result: RowResult,
+    /// The emulator's CPU seconds in the row's run, per GiB.
+    pub emu_cpu_per_gib: Option<f64>,
+    /// CPU used by other processes during the row, as a share of the machine.
+    pub other_cpu_share: Option<f64>,
+}
+
+impl Row {
+    pub fn label(&self, plan: &Plan) -> String {
+        match self.client {
+            Client::Wire => format!("wire ceiling ({} in flight)", plan.concurrency),
+            Client::Naive => "naive (1 chunk, new connection)".to_string(),
+            Client::Modelferry(p) => format!("modelferry parallel_chunks={p}"),
+        }
+    }
+}
+
+pub struct Results {
+    pub rows: Vec<Row>,
+    pub restart: Option<Result<RestartResult, String>>,
+    pub startup: Option<Result<StartupResult, String>>,
+}
+
+fn group_name(g: Group, plan: &Plan) -> String {
+    match g {
+        Group::Loopback => format!("loopback, {}", human_size(plan.size)),
+        Group::Wan => format!(
+            "+{} ms latency, {}",
+            plan.latency.as_millis(),
+            human_size(plan.wan_size)
+        ),
+        Group::Rss => format!("loopback, {} (RSS)", human_size(plan.rss_size)),
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+impl Results {
+    fn find(&self, g: Group, c: Client) -> Option<&Row> {
+        self.rows.iter().find(|r| r.group == g && r.client == c)
+    }
+
+    /// The rows as a table; ratios against the wire ceiling of the same group.
+    pub fn table(&self, plan: &Plan) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<26} {:<34} {:>8} {:>7} {:>9} {:>10} {:>9} {:>8} {:>5}",
+            "group",
+            "client",
+            "MB/s",
+            "× wire",
+            "CPU s/GiB",
+            "peak RSS",
+            "emu s/GiB",
+            "import s",
+            "busy"
+        );
+        for row in &self.rows {
+            let wire_group = if row.group == Group::Rss {
+                Group::Loopback
+            } else {
+                row.group
+            };
+            let ratio = self
+                .find(wire_group, Client::Wire)
+                .map(|w| format!("{:.2}", row.result.mb_per_s() / w.result.mb_per_s()))
+                .unwrap_or_else(|| "-".into());
+            let emu = row
+                .emu_cpu_per_gib
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_else(|| "-".into());
+            let busy = row
+                .other_cpu_share
+                .map(|b| format!("{:.0}%", b * 100.0))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "{:<26} {:<34} {:>8.1} {:>7} {:>9.2} {:>10} {:>9} {:>8.2} {:>5}",
+                group_name(row.group, plan),
+                row.label(plan),
+                row.result.mb_per_s(),
+                ratio,
+                row.result.cpu_per_gib(),
+                mib(row.result.peak_rss_kib),
+                emu,
+                row.result.total_secs,
+                busy,
+            );
+        }
+        out
+    }
+
+    /// Restart and startup, one line each.
+    pub fn timings(&self, plan: &Plan) -> String {
+        let mut out = String::new();
+        match &self.restart {
+            None => {}
+            Some(Err(e)) => {
+                let _ = writeln!(out, "restart: not measured: {e}");
+            }
+            Some(Ok(r)) => {
+                let _ = writeln!(
+                    out,
+                    "restart of an interrupted {} upload (SIGKILL with {}/{} chunks stored): \
+                     spawn to first new chunk stored {:.0} ms; finished in {:.2} s; \
+                     sessions used {}, chunks sent twice {}",
+                    human_size(plan.size),
+                    r.stored_at_kill,
+                    r.chunks_total,
+                    r.to_first_chunk.as_secs_f64() * 1e3,
+                    r.total_secs,
+                    r.sessions,
+                    r.duplicates,
+                );
+            }
+        }
+        match &self.startup {
+            None => {}
+            Some(Err(e)) => {
+                let _ = writeln!(out, "startup: not measured: {e}");
+            }
+            Some(Ok(s)) => {
+                let _ = writeln!(
+                    out,
+                    "startup with {} finished jobs ({} chunks each; database {:.1} MiB, \
+                     populated through the Store API in {:.1} s), spawn to:",
+                    plan.jobs,
+                    plan.job_chunks,
+                    s.db_bytes as f64 / (1u64 << 20) as f64,
+                    s.populate_secs,
+                );
+                let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+                let _ = writeln!(
+                    out,
+                    "  `upload` of an imported file exits    median {:>6.0} ms, max {:>6.0} ms",
+                    ms(s.upload.median),
+                    ms(s.upload.max)
+                );
+                let _ = writeln!(
+                    out,
+                    "  `status --json` exits                 median {:>6.0} ms, max {:>6.0} ms",
+                    ms(s.status.median),
+                    ms(s.status.max)
+                );
+                match &s.ready {
+                    Ok(t) => {
+                        let _ = writeln!(
+                            out,
+                            "  `run` sends READY=1                   median {:>6.0} ms, max {:>6.0} ms",
+                            ms(t.median),
+                            ms(t.max)
+                        );
+                    }
+                    Err(why) => {
+                        let _ = writeln!(out, "  `run` READY=1: not measured: {why}");
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Each target with its value and PASS/MISS (or "not measured").
+    pub fn targets(&self, plan: &Plan) -> (String, usize) {
+        let mut lines: Vec<(Option<bool>, String, String)> = Vec::new();
+        let mf4 = Client::Modelferry(4);
+
+        let wire = self.find(Group::Loopback, Client::Wire);
+        let lo4 = self.find(Group::Loopback, mf4);
+        lines.push(match (wire, lo4) {
+            (Some(w), Some(m)) => {
+                let r = m.result.mb_per_s() / w.result.mb_per_s();
+                (
+                    Some(r >= 0.9),
+                    "loopback: modelferry at parallel_chunks=4 ≥ 90% of the wire ceiling".into(),
+                    format!(
+                        "{:.1}% ({:.0} of {:.0} MB/s)",
+                        r * 100.0,
+                        m.result.mb_per_s(),
+                        w.result.mb_per_s()
+                    ),
+                )
+            }
+            _ => (
+                None,
+                "loopback: ≥ 90% of the wire ceiling".into(),
+                String::new(),
+            ),
+        });
+
+        let naive = self.find(Group::Wan, Client::Naive);
+        let wan4 = self.find(Group::Wan, mf4);
+        let wan_name = format!(
+            "{} ms latency: modelferry at parallel_chunks=4 ≥ 3.5× the naive client",
+            plan.latency.as_millis()
+        );
+        lines.push(match (naive, wan4) {
+            (Some(n), Some(m)) => {
+                let r = m.result.mb_per_s() / n.result.mb_per_s();
+                (
+                    Some(r >= 3.5),
+                    wan_name,
+                    format!(
+                        "{r:.2}× ({:.0} vs {:.0} MB/s)",
+                        m.result.mb_per_s(),
+                        n.result.mb_per_s()
+                    ),
+                )
+            }
+            _ => (None, wan_name, String::new()),
+        });
+
+        let limit_kib = 32 * 1024 + 4 * plan.chunk_size / 1024;
+        let (rss_row, rss_note) = match self.find(Group::Rss, mf4) {
+            Some(r) => (Some(r), format!("on {}", human_size(plan.rss_size))),
+            None => (
+                lo4,
+                format!(
+                    "on {} only; --rss-size 4GiB for the real check",
+                    human_size(plan.size)
+                ),
+            ),
+        };
+        let rss_name = format!(
+            "peak RSS at parallel_chunks=4 < 32 MiB + 4 × chunk_size = {}",
+            mib(limit_kib)
+        );
+        lines.push(match rss_row {
+            Some(r) => (
+                Some(r.result.peak_rss_kib < limit_kib),
+                rss_name,
+                format!("{} ({rss_note})", mib(r.result.peak_rss_kib)),
+            ),
+            None => (None, rss_name, String::new()),
+        });
+
+        lines.push(match (wire, lo4) {
+            (Some(w), Some(m)) => {
+                let r = m.result.cpu_per_gib() / w.result.cpu_per_gib();
+                (
+                    Some(r <= 1.5),
+                    "CPU per GiB at parallel_chunks=4 within 1.5× the wire ceiling's".into(),
+                    format!(
+                        "{r:.2}× ({:.2} vs {:.2} s/GiB)",
+                        m.result.cpu_per_gib(),
+                        w.result.cpu_per_gib()
+                    ),
+                )
+            }
+            _ => (
+                None,
+                "CPU per GiB within 1.5× the wire's".into(),
+                String::new(),
+            ),
+        });
+
+        let restart_name = "restart of an interrupted upload to its first new chunk < 1 s";
+        lines.push(match &self.restart {
+            Some(Ok(r)) => (
+                Some(r.to_first_chunk.as_secs_f64() < 1.0),
+                restart_name.into(),
+                format!("{:.0} ms", r.to_first_chunk.as_secs_f64() * 1e3),
+            ),
+            Some(Err(e)) => (None, restart_name.into(), e.clone()),
+            None => (None, restart_name.into(), "skipped".into()),
+        });
+
+        let startup_name = |what: &str| format!("startup with {} jobs < 1 s: {what}", plan.jobs);
+        match &self.startup {
+            Some(Ok(s)) => {
+                let mut push = |what: &str, t: &crate::startup::Timing| {
+                    lines.push((
+                        Some(t.median.as_secs_f64() < 1.0),
+                        startup_name(what),
+                        format!("{:.0} ms", t.median.as_secs_f64() * 1e3),
+                    ))
+                };
+                push("`upload` of an imported file", &s.upload);
+                push("`status --json`", &s.status);
+                match &s.ready {
+                    Ok(t) => push("`run` to READY=1", t),
+                    Err(why) => lines.push((None, startup_name("`run` to READY=1"), why.clone())),
+                }
+            }
+            Some(Err(e)) => lines.push((None, startup_name("all"), e.clone())),
+            None => lines.push((None, startup_name("all"), "skipped".into())),
+        }
+
+        let mut out = String::new();
+        let mut missed = 0;
+        for (pass, name, value) in lines {
+            let verdict = match pass {
+                Some(true) => "PASS",
+                Some(false) => {
+                    missed += 1;
+                    "MISS"
+                }
+                None => "n/a ",
+            };
+            let _ = writeln!(out, "  {verdict}  {name:<78} {value}");
+        }
+        (out, missed)
+    }
+}
