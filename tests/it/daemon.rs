@@ -523,3 +523,147 @@ async fn the_embedded_emulator_serves_the_daemon_when_emulate_is_set() {
         sha.as_str()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_systemd_ready_status_watchdog_and_stopping() {
+    let env = Env::daemon_env(quick(), Settings::default(), "").await;
+    let sock_path = env.path("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
+    // systemd sets WATCHDOG_PID to the service's pid: exec keeps the
+    // shell's pid for the daemon.
+    let script = format!(
+        "export WATCHDOG_PID=$$; exec '{BIN}' run -c '{}'",
+        env.config.display()
+    );
+    let mut cmd = env.program("sh", &["-c", &script]);
+    cmd.env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000");
+    let d = Proc::spawn(cmd);
+    let mut seen = Vec::<String>::new();
+    let mut buf = vec![0u8; 4096];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let want =
+        |seen: &Vec<String>, k: &str| seen.iter().any(|m| m.lines().any(|l| l.starts_with(k)));
+    while !(want(&seen, "READY=1") && want(&seen, "STATUS=") && want(&seen, "WATCHDOG=1")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "notifications so far: {seen:?}"
+        );
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await
+        {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let status = seen.iter().find(|m| m.starts_with("STATUS=")).unwrap();
+    assert!(
+        status.contains("queued") && status.contains("/s"),
+        "{status}"
+    );
+    d.sigterm();
+    let mut stopping = false;
+    for _ in 0..40 {
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(250), sock.recv(&mut buf)).await
+        {
+            if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+                stopping = true;
+                break;
+            }
+        }
+    }
+    assert!(stopping, "STOPPING=1 sent on shutdown");
+    assert_eq!(d.finish().await.code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_api_key_file() {
+    let env = Env::daemon_env(
+        EmulatorOptions {
+            api_key: Some(API_KEY.into()),
+            ..quick()
+        },
+        Settings::default(),
+        "",
+    )
+    .await;
+    let key_file = env.path("api-key");
+    std::fs::write(&key_file, "an-old-revoked-key\n").unwrap();
+    let cfg = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replacen(
+            "[platform]\n",
+            &format!("[platform]\napi_key_file = \"{}\"\n", key_file.display()),
+            1,
+        )
+        // A long retry, so only SIGHUP can bring the upload back soon.
+        .replace("retry_max = \"200ms\"", "retry_max = \"10m\"");
+    std::fs::write(&env.config, cfg).unwrap();
+    let staged = env.path("h.tar");
+    let sha = make_tar(&staged, 100_000, 100);
+    std::fs::rename(&staged, env.drop_dir().join("h.tar")).unwrap();
+    let mut cmd = env.command(&["run", "-c", env.config.to_str().unwrap()]);
+    cmd.env_remove("MODELFERRY_API_KEY");
+    let d = Proc::spawn(cmd);
+    wait_until(Duration::from_secs(30), "the key to be rejected", || {
+        env.report().auth_rejections >= 1
+    })
+    .await;
+    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
+    // SAFETY: kill(2) with the daemon's pid and a valid signal number.
+    let rc = unsafe { libc::kill(d.pid() as libc::pid_t, libc::SIGHUP) };
+    assert_eq!(rc, 0);
+    wait_until(Duration::from_secs(30), "the upload after SIGHUP", || {
+        env.done_dir().join("h.tar.receipt.json").exists()
+    })
+    .await;
+    let out = stop(d).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("API key re-read"), "{}", out.stderr);
+    imported_once(&env, "h.tar", &sha);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_move_is_reported_and_retried_without_importing_again() {
+    let env = Env::daemon_env(quick(), Settings::default(), "").await;
+    let d = env.daemon();
+    // The done folder is replaced by a plain file: filing cannot work.
+    wait_until(Duration::from_secs(30), "the daemon to start", || {
+        env.done_dir().exists()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::remove_dir(env.done_dir()).unwrap();
+    std::fs::write(env.done_dir(), b"in the way").unwrap();
+    let staged = env.path("f.tar");
+    let sha = make_tar(&staged, 100_000, 110);
+    std::fs::rename(&staged, env.drop_dir().join("f.tar")).unwrap();
+    let mut shown = false;
+    for _ in 0..300 {
+        let jobs = env.status_json().await;
+        if jobs
+            .first()
+            .is_some_and(|j| j["state"] == "succeeded" && j["filing_error"].is_string())
+        {
+            shown = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shown, "status shows the filing error on a succeeded job");
+    assert!(
+        env.drop_dir().join("f.tar").exists(),
+        "the file stays until it can be filed"
+    );
+    std::fs::remove_file(env.done_dir()).unwrap();
+    std::fs::create_dir(env.done_dir()).unwrap();
+    wait_until(Duration::from_secs(30), "the retried move", || {
+        env.done_dir().join("f.tar.receipt.json").exists()
+    })
+    .await;
+    stop(d).await;
+    imported_once(&env, "f.tar", &sha);
+    let jobs = env.status_json().await;
+    assert_eq!(jobs[0]["filing"], "done");
+    assert!(jobs[0]["filing_error"].is_null());
+}

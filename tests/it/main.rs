@@ -3,4 +3,5 @@
 
 mod daemon;
 mod support;
+mod systemd;
 mod upload;

@@ -110,12 +110,19 @@ poll_interval_max = "100ms"
         self.dir.path().join("state").join("modelferry.db")
     }
 
-    /// The binary with the config and the key in its environment.
+    /// The binary with the key in its environment.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        self.program(BIN, args)
+    }
+
+    /// Any program, with the key in its environment and output piped.
+    pub fn program(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .env("MODELFERRY_API_KEY", API_KEY)
             .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -222,6 +229,10 @@ impl Proc {
         readers.push(drain(child.stdout.take().expect("stdout piped")));
         readers.push(drain(child.stderr.take().expect("stderr piped")));
         Proc { child, readers }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("child is running")
     }
 
     /// SIGTERM, the way systemd stops the service.
