@@ -19,3 +19,5 @@ pub fn code(c: u8) -> ExitCode {
 /// Could not run: the state database or local I/O failed (nothing is lost;
 /// rerun once the cause is fixed).
 pub const LOCAL_ERROR: u8 = 4;
+/// Another modelferry process is running this file's job right now.
+pub const BUSY: u8 = 5;

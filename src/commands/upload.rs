@@ -162,6 +162,14 @@ pub async fn run(
             );
             exit::KEY_REJECTED
         }
+        Outcome::Busy => {
+            eprintln!(
+                "{}: job {} is being run by another modelferry process (the daemon, or another `upload`); not touching it",
+                path.display(),
+                job.id
+            );
+            exit::BUSY
+        }
         Outcome::Interrupted => {
             eprintln!(
                 "{}: interrupted; run the same command again to resume job {} ({}/{} chunks acknowledged)",

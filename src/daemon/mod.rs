@@ -366,6 +366,11 @@ impl Scheduler {
                 self.delayed
                     .push((Instant::now() + Duration::from_secs(60), id));
             }
+            Ok(Outcome::Busy) => {
+                // Another process (a foreground `upload`) has it; look again later.
+                self.delayed
+                    .push((Instant::now() + Duration::from_secs(30), id));
+            }
             Ok(Outcome::Interrupted) => {
                 let job = self.store.call(move |s| s.job(id)).await?;
                 if !job.state.is_terminal() {

@@ -42,6 +42,13 @@ pub enum StoreError {
     Corrupt { job: JobId, detail: String },
     #[error("state database task failed: {0}")]
     Task(String),
+    #[error("job {0} is being run by another modelferry process")]
+    Busy(JobId),
+    #[error("job lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -738,6 +745,64 @@ impl Store {
             params![id, error, to_ms(SystemTime::now())],
         )?;
         Ok(())
+    }
+
+    /// Takes the job for this process: two processes (the daemon and an
+    /// `upload`, or two `upload`s) must never drive one job at once. The
+    /// hold ends when the returned lock is dropped, or the process dies.
+    pub fn lock_job(&self, id: JobId) -> Result<JobLock> {
+        let dir = self.path.with_file_name("locks");
+        let path = dir.join(format!("job-{id}.lock"));
+        let err = |source| StoreError::Lock {
+            path: path.clone(),
+            source,
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(err)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(err)?;
+        match file.try_lock() {
+            Ok(()) => Ok(JobLock {
+                file,
+                path,
+                remove: false,
+            }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy(id)),
+            Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
+        }
+    }
+}
+
+/// A job held by this process (see [`Store::lock_job`]).
+pub struct JobLock {
+    file: std::fs::File,
+    path: PathBuf,
+    remove: bool,
+}
+
+impl JobLock {
+    /// The job is finished for good: its lock file can go when released.
+    pub fn finished(&mut self) {
+        self.remove = true;
+    }
+}
+
+impl Drop for JobLock {
+    fn drop(&mut self) {
+        if self.remove {
+            // Removed while still held, so no other process can be
+            // holding this inode; a finished job is never run again.
+            let _ = std::fs::remove_file(&self.path);
+        }
+        let _ = self.file.unlock();
     }
 }
 

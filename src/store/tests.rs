@@ -178,3 +178,22 @@ fn finds_the_newest_job_by_identity() {
         .is_none());
     assert_eq!(s.unfinished().unwrap().len(), 2);
 }
+
+#[test]
+fn a_job_is_held_by_one_holder_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Store::open(tmp.path()).unwrap();
+    let id = new_job(&mut s, 10);
+    let mut held = s.lock_job(id).unwrap();
+    assert!(matches!(s.lock_job(id), Err(StoreError::Busy(j)) if j == id));
+    let other = new_job(&mut s, 10);
+    drop(s.lock_job(other).unwrap());
+    held.finished();
+    drop(held);
+    assert!(!tmp
+        .path()
+        .join("locks")
+        .join(format!("job-{id}.lock"))
+        .exists());
+    drop(s.lock_job(id).unwrap());
+}

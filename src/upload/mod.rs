@@ -44,6 +44,8 @@ pub enum Outcome {
     AuthRejected(String),
     /// Stopped on request; the job resumes from the store.
     Interrupted,
+    /// Another modelferry process is running this job right now.
+    Busy,
 }
 
 /// What a watcher of a running job sees.
@@ -143,6 +145,29 @@ impl Engine {
             cancel,
             progress,
         };
+        let lock = self
+            .store
+            .call(move |s| match s.lock_job(id) {
+                Ok(l) => Ok(Some(l)),
+                Err(StoreError::Busy(_)) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .await?;
+        let Some(mut lock) = lock else {
+            warn!("another modelferry process is running this job; leaving it to that one");
+            return Ok(Outcome::Busy);
+        };
+        let outcome = self.drive(&ctx).await;
+        if matches!(outcome, Ok(Outcome::Succeeded { .. } | Outcome::Failed(_))) {
+            lock.finished();
+        }
+        // Released on a blocking thread: removing the lock file touches the disk.
+        let _ = tokio::task::spawn_blocking(move || drop(lock)).await;
+        outcome
+    }
+
+    async fn drive(&self, ctx: &JobCtx) -> Result<Outcome, StoreError> {
+        let id = ctx.id;
         let mut read_failures = 0;
         let mut named = false;
         loop {

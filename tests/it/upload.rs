@@ -389,3 +389,40 @@ async fn the_emulator_command_serves_the_api() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_upload_of_the_same_file_leaves_the_running_one_alone() {
+    let env = Env::start(EmulatorOptions {
+        latency: Duration::from_millis(20),
+        ..quick()
+    })
+    .await;
+    let file = env.path("twice.tar");
+    let sha = make_tar(&file, 2 * 1024 * 1024, 9);
+    let first = Proc::spawn(env.upload_cmd(&file, &["--no-progress"]));
+    wait_until(
+        Duration::from_secs(60),
+        "the first upload under way",
+        || env.report().chunk_posts_stored() >= 2,
+    )
+    .await;
+    let second = env.upload(&file, &["--no-progress"]).await;
+    assert_eq!(second.code, 5, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("another modelferry process"),
+        "{}",
+        second.stderr
+    );
+    let first = first.finish().await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let report = env.report();
+    assert_eq!(report.sessions.len(), 1);
+    assert_eq!(
+        report.sessions[0].duplicates, 0,
+        "the second process sent nothing"
+    );
+    assert_eq!(
+        report.sessions[0].assembled_sha256.as_deref(),
+        Some(sha.as_str())
+    );
+}
