@@ -170,6 +170,9 @@ impl Engine {
         let id = ctx.id;
         let mut read_failures = 0;
         let mut named = false;
+        // Sessions replaced in a row: a platform that loses every new
+        // session must not be asked for new ones in a tight loop.
+        let mut replaced = Backoff::new(ctx.settings.retry_initial, ctx.settings.retry_max);
         loop {
             let job = ctx.store.call(move |s| s.job(id)).await?;
             if !named {
@@ -193,6 +196,9 @@ impl Engine {
             let err = match result {
                 Ok(()) => {
                     read_failures = 0;
+                    if job.state != JobState::Queued {
+                        replaced.reset();
+                    }
                     continue;
                 }
                 Err(e) => e,
@@ -200,15 +206,21 @@ impl Engine {
             // A session that is gone or about to expire is replaced, and the
             // upload starts again from chunk 0.
             let err = match err {
-                StepError::SessionExpiring => {
-                    info!("session is about to expire; starting a new one from chunk 0");
-                    match ctx.start_session(&job).await {
-                        Ok(()) => continue,
-                        Err(e) => e,
+                StepError::SessionExpiring
+                | StepError::Platform(PlatformError {
+                    kind: ErrorKind::SessionGone,
+                    ..
+                }) => {
+                    if replaced.attempts() > 0 {
+                        let delay = replaced.next_delay(None);
+                        warn!(error = %err, retry_in = ?delay, "the new session was lost as well; waiting before the next one");
+                        if ctx.sleep(delay).await.is_err() {
+                            return Ok(Outcome::Interrupted);
+                        }
+                    } else {
+                        replaced.next_delay(None);
+                        warn!(error = %err, "starting a new session from chunk 0");
                     }
-                }
-                StepError::Platform(e) if e.kind == ErrorKind::SessionGone => {
-                    warn!(error = %e, "session is gone; starting a new one from chunk 0");
                     match ctx.start_session(&job).await {
                         Ok(()) => continue,
                         Err(e) => e,
