@@ -667,3 +667,61 @@ async fn a_failed_move_is_reported_and_retried_without_importing_again() {
     assert_eq!(jobs[0]["filing"], "done");
     assert!(jobs[0]["filing_error"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_success_keep_leaves_the_file_and_never_imports_it_again() {
+    let env = Env::daemon_env(quick(), Settings::default(), "after_success = \"keep\"\n").await;
+    let staged = env.path("kept.tar");
+    let sha = make_tar(&staged, 100_000, 120);
+    std::fs::rename(&staged, env.drop_dir().join("kept.tar")).unwrap();
+    let d = env.daemon();
+    wait_until(Duration::from_secs(30), "the receipt", || {
+        env.done_dir().join("kept.tar.receipt.json").exists()
+    })
+    .await;
+    stop(d).await;
+    assert!(env.drop_dir().join("kept.tar").exists(), "kept in place");
+    assert!(!env.done_dir().join("kept.tar").exists());
+    // A restart sees the file again and knows it. A second file dropped
+    // after the restart shows the first one was looked at by then.
+    let d = env.daemon();
+    let staged = env.path("later.tar");
+    make_tar(&staged, 50_000, 121);
+    std::fs::rename(&staged, env.drop_dir().join("later.tar")).unwrap();
+    wait_until(Duration::from_secs(30), "the later file", || {
+        env.done_dir().join("later.tar.receipt.json").exists()
+    })
+    .await;
+    stop(d).await;
+    imported_once(&env, "kept.tar", &sha);
+    assert_eq!(
+        env.report().sessions.len(),
+        2,
+        "kept.tar was not imported again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_success_delete_removes_the_file_and_keeps_the_receipt() {
+    let env = Env::daemon_env(quick(), Settings::default(), "after_success = \"delete\"\n").await;
+    let staged = env.path("gone.tar");
+    let sha = make_tar(&staged, 100_000, 130);
+    std::fs::rename(&staged, env.drop_dir().join("gone.tar")).unwrap();
+    let d = env.daemon();
+    wait_until(
+        Duration::from_secs(30),
+        "the file deleted after its receipt",
+        || {
+            env.done_dir().join("gone.tar.receipt.json").exists()
+                && !env.drop_dir().join("gone.tar").exists()
+        },
+    )
+    .await;
+    stop(d).await;
+    assert!(!env.done_dir().join("gone.tar").exists());
+    assert_eq!(
+        read_json(&env.done_dir().join("gone.tar.receipt.json"))["sha256"],
+        sha.as_str()
+    );
+    imported_once(&env, "gone.tar", &sha);
+}
