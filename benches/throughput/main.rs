@@ -106,9 +106,9 @@ async fn row(
         Client::Naive => (RowKind::Naive, 1),
         Client::Modelferry(p) => (RowKind::Modelferry, p),
     };
-    let repeat = if group == Group::Rss { 1 } else { plan.repeat };
     let mut runs = Vec::new();
-    for _ in 0..repeat {
+    for _ in 0..plan.repeat {
+        measure::wait_quiet(plan.settle).await;
         let (emu0, busy0, own0) = (emu.cpu_secs(), measure::machine_busy_secs(), own_cpu());
         let t0 = Instant::now();
         let r = clients::run_child(kind, &emu.url, file, plan.chunk_size, workers, dir).await?;
@@ -212,25 +212,24 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         plan.repeat
     );
     println!(
+        "before each run: wait up to {} s for other processes to leave the CPUs (under 10% busy)",
+        plan.settle.as_secs()
+    );
+    println!(
         "The test files are read from the page cache (generated just before, never evicted \
          on this machine): no disk reads are measured. MB = 10^6 bytes."
     );
 
     let file = test_file(dir, plan.size, 1)?;
-    let wan_file = test_file(dir, plan.wan_size, 2)?;
     let mut rows = Vec::new();
-    group(
-        &plan,
-        Group::Loopback,
-        Duration::ZERO,
-        &file,
-        dir,
-        &mut rows,
-    )
-    .await?;
-    group(&plan, Group::Wan, plan.latency, &wan_file, dir, &mut rows).await?;
+    if plan.throughput {
+        let wan_file = test_file(dir, plan.wan_size, 2)?;
+        let lo = Duration::ZERO;
+        group(&plan, Group::Loopback, lo, &file, dir, &mut rows).await?;
+        group(&plan, Group::Wan, plan.latency, &wan_file, dir, &mut rows).await?;
+    }
 
-    if plan.rss_size > 0 {
+    if plan.throughput && plan.rss_size > 0 {
         let big = test_file(dir, plan.rss_size, 3)?;
         let emu = EmulatorProc::start(&bin, Duration::ZERO, dir, "rss").await?;
         println!("RSS row ({}):", human_size(plan.rss_size));
@@ -253,7 +252,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         let rdir = dir.join("restart");
         std::fs::create_dir_all(&rdir)?;
         // A failed upload there is a broken run, not a missed target.
-        let restart = restart::measure(&bin, &emu, &file, plan.chunk_size, &rdir)
+        let restart = restart::measure(&bin, &emu, &file, plan.chunk_size, &rdir, plan.settle)
             .await
             .context("restart measurement")?;
         results.restart = Some(Ok(restart));
@@ -261,6 +260,7 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         println!("startup with {} finished jobs:", plan.jobs);
         let sdir = dir.join("startup");
         std::fs::create_dir_all(&sdir)?;
+        measure::wait_quiet(plan.settle).await;
         let startup = startup::measure(
             &bin,
             &emu,

@@ -83,6 +83,22 @@ fn clk_tck() -> Option<f64> {
     (tck > 0).then_some(tck as f64)
 }
 
+/// Waits (at most `limit`) until the rest of the machine has used under 10%
+/// of the CPUs for half a second; returns the share seen last. Between rows
+/// the benchmark's own processes are idle, so what is busy is someone else.
+pub async fn wait_quiet(limit: std::time::Duration) -> Option<f64> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let deadline = Instant::now() + limit;
+    loop {
+        let a = machine_busy_secs()?;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let share = (machine_busy_secs()? - a) / (0.5 * cpus);
+        if share < 0.1 || Instant::now() >= deadline {
+            return Some(share);
+        }
+    }
+}
+
 /// The 1-minute load average.
 pub fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")

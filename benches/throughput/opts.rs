@@ -16,13 +16,13 @@ const GIB: u64 = 1024 * MIB;
 emulator on loopback. Run as: cargo bench --bench throughput -- [OPTIONS]"
 )]
 pub struct Opts {
-    /// Small sizes for CI (64 MiB loopback, 16 MiB WAN, no 4 GiB RSS row, 1,000 jobs).
+    /// Small sizes for CI (64 MiB loopback, 32 MiB WAN, no 4 GiB RSS row, 1,000 jobs).
     #[arg(long)]
     pub quick: bool,
     /// Size of the loopback test file [default: 1GiB; --quick: 64MiB].
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub size: Option<u64>,
-    /// Size of the test file of the WAN rows [default: 256MiB; --quick: 16MiB].
+    /// Size of the test file of the WAN rows [default: 256MiB; --quick: 32MiB].
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub wan_size: Option<u64>,
     /// Latency the emulator adds to every request in the WAN rows.
@@ -52,12 +52,19 @@ pub struct Opts {
     /// [default: 3; --quick: 1].
     #[arg(long)]
     pub repeat: Option<usize>,
+    /// Before each run, wait up to this long for other processes to leave
+    /// the CPUs alone (under 10% busy) [default: 30s; --quick: 2s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub settle: Option<Duration>,
     /// Where test files and state folders go (a temporary folder is made in it).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Skip the restart and startup measurements.
     #[arg(long)]
     pub no_restart_startup: bool,
+    /// Skip the throughput and RSS rows (restart and startup only).
+    #[arg(long)]
+    pub no_throughput: bool,
 
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
@@ -103,6 +110,8 @@ pub struct Plan {
     pub repeat: usize,
     pub dir: Option<PathBuf>,
     pub restart_startup: bool,
+    pub throughput: bool,
+    pub settle: Duration,
 }
 
 impl Plan {
@@ -111,7 +120,7 @@ impl Plan {
         let plan = Plan {
             quick: q,
             size: o.size.unwrap_or(if q { 64 * MIB } else { GIB }),
-            wan_size: o.wan_size.unwrap_or(if q { 16 * MIB } else { 256 * MIB }),
+            wan_size: o.wan_size.unwrap_or(if q { 32 * MIB } else { 256 * MIB }),
             latency: o.latency,
             chunk_size: o.chunk_size,
             parallel: o.parallel.clone(),
@@ -122,6 +131,10 @@ impl Plan {
             repeat: o.repeat.unwrap_or(if q { 1 } else { 3 }).max(1),
             dir: o.dir.clone(),
             restart_startup: !o.no_restart_startup,
+            throughput: !o.no_throughput,
+            settle: o
+                .settle
+                .unwrap_or(Duration::from_secs(if q { 2 } else { 30 })),
         };
         anyhow::ensure!(
             (1024..=GIB).contains(&plan.chunk_size),
@@ -151,10 +164,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like \"50ms\" ({e})"))
 }
 
-/// `1.0 GiB`, `256 MiB`, `512 KiB`.
+/// `1 GiB`, `1.50 GiB`, `256 MiB`, `512 KiB`.
 pub fn human_size(bytes: u64) -> String {
-    if bytes >= GIB && bytes % (GIB / 10) == 0 {
-        format!("{:.1} GiB", bytes as f64 / GIB as f64)
+    if bytes >= GIB && bytes / GIB * GIB == bytes {
+        format!("{} GiB", bytes / GIB)
+    } else if bytes >= GIB {
+        format!("{:.2} GiB", bytes as f64 / GIB as f64)
     } else if bytes >= MIB {
         format!("{:.0} MiB", bytes as f64 / MIB as f64)
     } else {

@@ -96,6 +96,7 @@ pub async fn measure(
     file: &Path,
     chunk_size: u64,
     dir: &Path,
+    settle: Duration,
 ) -> anyhow::Result<RestartResult> {
     let config = write_config(dir, &emu.url, chunk_size, "")?;
     let size = std::fs::metadata(file)?.len();
@@ -121,11 +122,11 @@ pub async fn measure(
     // Requests that were complete when the client died may still be
     // committed: wait until the count stands still.
     let mut stored = emu.chunks_stored().await?;
-    let settle = Instant::now() + Duration::from_secs(10);
+    let settle_until = Instant::now() + Duration::from_secs(10);
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let n = emu.chunks_stored().await?;
-        if n == stored || Instant::now() > settle {
+        if n == stored || Instant::now() > settle_until {
             break;
         }
         stored = n;
@@ -134,6 +135,7 @@ pub async fn measure(
         bail!("the first upload stored every chunk before it was killed; use a bigger --size");
     }
 
+    crate::measure::wait_quiet(settle).await;
     let t0 = Instant::now();
     let mut second = spawn_upload(bin, &config, file, &dir.join("upload-2.log"))?;
     poll_until(

@@ -222,6 +222,7 @@ impl Results {
 
         let naive = self.find(Group::Wan, Client::Naive);
         let wan4 = self.find(Group::Wan, mf4);
+        let wan_wire = self.find(Group::Wan, Client::Wire);
         let wan_name = format!(
             "{} ms latency: modelferry at parallel_chunks=4 ≥ 3.5× the naive client",
             plan.latency.as_millis()
@@ -233,37 +234,52 @@ impl Results {
                     Some(r >= 3.5),
                     wan_name,
                     format!(
-                        "{r:.2}× ({:.0} vs {:.0} MB/s)",
+                        "{r:.2}× ({:.0} vs {:.0} MB/s; the wire ceiling: {})",
                         m.result.mb_per_s(),
-                        n.result.mb_per_s()
+                        n.result.mb_per_s(),
+                        wan_wire
+                            .map(|w| format!("{:.2}×", w.result.mb_per_s() / n.result.mb_per_s()))
+                            .unwrap_or_else(|| "-".into())
                     ),
                 )
             }
             _ => (None, wan_name, String::new()),
         });
 
+        // The bound does not depend on the file's size, so every run at
+        // parallel_chunks=4 is held to it; the 4 GiB row is the one asked for.
         let limit_kib = 32 * 1024 + 4 * plan.chunk_size / 1024;
-        let (rss_row, rss_note) = match self.find(Group::Rss, mf4) {
-            Some(r) => (Some(r), format!("on {}", human_size(plan.rss_size))),
-            None => (
-                lo4,
-                format!(
-                    "on {} only; --rss-size 4GiB for the real check",
-                    human_size(plan.size)
-                ),
-            ),
-        };
         let rss_name = format!(
             "peak RSS at parallel_chunks=4 < 32 MiB + 4 × chunk_size = {}",
             mib(limit_kib)
         );
-        lines.push(match rss_row {
-            Some(r) => (
-                Some(r.result.peak_rss_kib < limit_kib),
-                rss_name,
-                format!("{} ({rss_note})", mib(r.result.peak_rss_kib)),
-            ),
-            None => (None, rss_name, String::new()),
+        let big = self.find(Group::Rss, mf4);
+        let worst = self
+            .rows
+            .iter()
+            .filter(|r| r.client == mf4)
+            .max_by_key(|r| r.result.peak_rss_kib);
+        lines.push(match (big, worst) {
+            (_, None) => (None, rss_name, String::new()),
+            (big, Some(w)) => {
+                let on_big = match big {
+                    Some(b) => format!(
+                        "{} on {}",
+                        mib(b.result.peak_rss_kib),
+                        human_size(plan.rss_size)
+                    ),
+                    None => "no --rss-size row".to_string(),
+                };
+                (
+                    Some(w.result.peak_rss_kib < limit_kib),
+                    rss_name,
+                    format!(
+                        "{on_big}; highest of all parallel_chunks=4 runs {} ({})",
+                        mib(w.result.peak_rss_kib),
+                        group_name(w.group, plan)
+                    ),
+                )
+            }
         });
 
         lines.push(match (wire, lo4) {
@@ -329,6 +345,7 @@ impl Results {
                 }
                 None => "n/a ",
             };
+            let value = if value.is_empty() { "not run" } else { &value };
             let _ = writeln!(out, "  {verdict}  {name:<78} {value}");
         }
         (out, missed)

@@ -16,16 +16,12 @@ const H0: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 ];
 
-/// Blocks handed to the compression function at once.
-const BATCH: usize = 1024;
-
 #[derive(Clone)]
 pub struct ResumableSha256 {
     state: [u32; 8],
     /// Bytes already compressed into `state` (a multiple of 64).
     compressed: u64,
     pending: Vec<u8>,
-    scratch: Vec<Block>,
 }
 
 impl Default for ResumableSha256 {
@@ -40,7 +36,6 @@ impl ResumableSha256 {
             state: H0,
             compressed: 0,
             pending: Vec::with_capacity(64),
-            scratch: Vec::new(),
         }
     }
 
@@ -67,13 +62,15 @@ impl ResumableSha256 {
             self.pending.clear();
         }
         let whole = data.len() / 64 * 64;
-        for batch in data[..whole].chunks(BATCH * 64) {
-            self.scratch.clear();
-            self.scratch
-                .extend(batch.chunks_exact(64).map(Block::clone_from_slice));
-            sha2::compress256(&mut self.state, &self.scratch);
-            self.compressed += batch.len() as u64;
+        // `from_slice` views each block in place; building owned blocks
+        // (`clone_from_slice`) went byte by byte and cost more than the hash.
+        for block in data[..whole].chunks_exact(64) {
+            sha2::compress256(
+                &mut self.state,
+                std::slice::from_ref(Block::from_slice(block)),
+            );
         }
+        self.compressed += whole as u64;
         self.pending.extend_from_slice(&data[whole..]);
     }
 
@@ -124,7 +121,6 @@ impl ResumableSha256 {
             state,
             compressed,
             pending: bytes[40..].to_vec(),
-            scratch: Vec::new(),
         })
     }
 }

@@ -9,7 +9,7 @@
 //! hash, and their sha256 must match what was acknowledged.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -24,6 +24,50 @@ use crate::store::{ChunkAck, HashCheckpoint, Job, SessionRecord, StoreError};
 /// file's hash read each slice while it is still in cache.
 const HASH_SLICE: usize = 256 * 1024;
 
+/// Chunk buffers, reused: at most `parallel_chunks` + 2 are alive at once,
+/// so memory stays bounded whatever the allocator keeps, and no chunk pays
+/// for fresh zeroed pages.
+#[derive(Clone, Default)]
+struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl BufferPool {
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        // Every byte is overwritten by the read; only a first use zeroes.
+        buf.resize(len, 0);
+        buf
+    }
+}
+
+/// A pooled buffer behind a `Bytes`: back to the pool when the last clone
+/// of the `Bytes` (the request body's included) is dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: BufferPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.pool
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(buf);
+    }
+}
+
 struct ReadChunk {
     index: u64,
     data: Bytes,
@@ -33,6 +77,7 @@ struct ReadChunk {
 }
 
 fn read_chunk(
+    pool: &BufferPool,
     src: &SourceFile,
     plan: ChunkPlan,
     index: u64,
@@ -40,7 +85,7 @@ fn read_chunk(
     advance_file_hash: bool,
 ) -> Result<ReadChunk, SourceError> {
     let (offset, len) = plan.range(index);
-    let mut buf = vec![0u8; len];
+    let mut buf = pool.take(len);
     src.read_exact_at(&mut buf, offset)?;
     let mut chunk_hash = Sha256::new();
     for slice in buf.chunks(HASH_SLICE) {
@@ -51,7 +96,10 @@ fn read_chunk(
     }
     Ok(ReadChunk {
         index,
-        data: Bytes::from(buf),
+        data: Bytes::from_owner(Pooled {
+            buf,
+            pool: pool.clone(),
+        }),
         sha256: hex::encode(chunk_hash.finalize()),
         checkpoint: advance_file_hash.then(|| HashCheckpoint {
             chunks: index + 1,
@@ -114,6 +162,7 @@ pub(super) async fn upload_chunks(
     let parallel = ctx.settings.parallel_chunks.max(1);
     let mut inflight: JoinSet<Result<(), StepError>> = JoinSet::new();
     let mut cancelled = false;
+    let pool = BufferPool::default();
 
     for index in 0..total {
         if ctx.cancel.is_cancelled() {
@@ -130,9 +179,10 @@ pub(super) async fn upload_chunks(
         }
         // Reading happens while earlier chunks are on the wire.
         let src2 = src.clone();
+        let pool2 = pool.clone();
         let mut h = std::mem::take(&mut hasher);
         let (chunk, h) = tokio::task::spawn_blocking(move || {
-            read_chunk(&src2, plan, index, &mut h, advance).map(|c| (c, h))
+            read_chunk(&pool2, &src2, plan, index, &mut h, advance).map(|c| (c, h))
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
