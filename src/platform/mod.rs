@@ -230,7 +230,10 @@ pub fn file_extension(file_name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod naming_tests {
     use super::*;
 
     #[test]
