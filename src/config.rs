@@ -242,6 +242,12 @@ impl Config {
     }
 }
 
+/// `p` made absolute against the working directory (lexically: no symlink
+/// is resolved, so a drop folder behind a link keeps its name).
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
 fn invalid(file: &Path, problems: Vec<String>) -> ConfigError {
     ConfigError::Invalid {
         file: file.to_path_buf(),
@@ -543,6 +549,24 @@ impl RawConfig {
         if !c.problems.is_empty() {
             return Err(invalid(file, c.problems));
         }
+        // Jobs record paths; relative ones would change meaning with the
+        // working directory of the next start.
+        let state = StateConfig {
+            dir: absolute(state.dir),
+        };
+        let platform = PlatformConfig {
+            api_key_file: platform.api_key_file.map(absolute),
+            ..platform
+        };
+        let watch = watch
+            .into_iter()
+            .map(|w| WatchConfig {
+                dir: absolute(w.dir),
+                done_dir: absolute(w.done_dir),
+                failed_dir: absolute(w.failed_dir),
+                ..w
+            })
+            .collect();
         Ok(Config {
             source: file.to_path_buf(),
             platform,
