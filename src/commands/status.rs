@@ -121,6 +121,9 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
             v.model_id.as_deref().unwrap_or("-"),
             v.path
         );
+        if let Some(ds) = &v.dock_status_id {
+            println!("{:>7}dock status: {ds}", "");
+        }
         if let Some(e) = &v.filing_error {
             println!("{:>7}{e}", "");
         }

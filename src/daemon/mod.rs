@@ -94,6 +94,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .await
             .with_context(|| format!("telemetry.metrics_listen: cannot listen on {addr}"))?;
         info!(address = %bound, "serving metrics on /metrics and /healthz");
+        if !bound.ip().is_loopback() {
+            warn!(address = %bound, "metrics are served beyond loopback without authentication");
+        }
     }
 
     let mut sched = Scheduler {
