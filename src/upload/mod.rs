@@ -6,7 +6,7 @@
 //! before the next step depends on it, so the job can be resumed from the
 //! store alone after a crash at any point. Chunks are read with positioned
 //! reads, hashed (chunk and whole file) in the same pass, and up to
-//! `parallel_chunks` are in flight; at most one more is held in memory.
+//! `parallel_chunks` are in flight, with buffers reused from a small pool.
 
 mod backoff;
 mod hash;

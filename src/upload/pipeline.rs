@@ -3,7 +3,7 @@
 //! Chunks are read one after another (so the whole-file hash sees the bytes in
 //! order) with positioned reads, each hashed on its own and into the file's
 //! hash in the same pass. Up to `parallel_chunks` uploads run while the next
-//! chunk is read, so memory stays near `(parallel_chunks + 1) × chunk_size`.
+//! chunk is read, so memory stays near `(parallel_chunks + 2) × chunk_size`.
 //! Chunks the platform already acknowledged are not sent again; those the
 //! saved hash state does not cover are read once more to finish the file's
 //! hash, and their sha256 must match what was acknowledged.
