@@ -281,6 +281,27 @@ fn finish_job((mut job, state): (Job, String)) -> Result<Job> {
     Ok(job)
 }
 
+/// When root opens a service user's database (`modelferry status` by an
+/// operator), SQLite creates the -wal and -shm files owned by root, and the
+/// service could no longer write. Give them the database file's owner.
+fn keep_owner(db: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(db) else {
+        return;
+    };
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let side = PathBuf::from(name);
+        if let Ok(m) = std::fs::metadata(&side) {
+            if m.uid() != meta.uid() || m.gid() != meta.gid() {
+                // Only root can change it, and only root can cause it.
+                let _ = std::os::unix::fs::chown(&side, Some(meta.uid()), Some(meta.gid()));
+            }
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) `dir/modelferry.db`: the folder 0700 and the
     /// file 0600 when they are created here.
@@ -318,6 +339,7 @@ impl Store {
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(|e| open_err(e.to_string()))?;
+        keep_owner(&path);
         let mut store = Store {
             conn,
             path: path.clone(),

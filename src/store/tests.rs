@@ -197,3 +197,21 @@ fn a_job_is_held_by_one_holder_at_a_time() {
         .exists());
     drop(s.lock_job(id).unwrap());
 }
+
+#[test]
+fn root_opening_a_service_database_leaves_its_files_to_the_service_user() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Store::open(tmp.path()).unwrap());
+    let db = tmp.path().join("modelferry.db");
+    if std::os::unix::fs::chown(&db, Some(65534), Some(65534)).is_err() {
+        eprintln!("not root: cannot give the database to another user; skipping");
+        return;
+    }
+    let s = Store::open(tmp.path()).unwrap();
+    for side in ["modelferry.db-wal", "modelferry.db-shm"] {
+        let m = std::fs::metadata(tmp.path().join(side)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534), "{side}");
+    }
+    drop(s);
+}
