@@ -234,6 +234,12 @@ impl Config {
             detail,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o004 != 0 {
+                tracing::warn!(path = %path.display(), "the API key file is readable by every user; chmod 600 it (or use LoadCredential=)");
+            }
+        }
         let s = Secret::new(text);
         if s.is_empty() {
             return Err(err("the file is empty".into()));
