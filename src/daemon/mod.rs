@@ -38,6 +38,7 @@ const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(30);
 
 struct Running {
     cancel: CancellationToken,
+    started: Instant,
     progress: watch::Receiver<JobProgress>,
     name: String,
 }
@@ -58,6 +59,9 @@ struct Scheduler {
     /// Jobs to queue again at an instant (after a local error).
     delayed: Vec<(Instant, JobId)>,
     auth_paused_until: Option<Instant>,
+    /// When SIGHUP last replaced the key: a rejection of a request made
+    /// before then says nothing about the new key.
+    key_reloaded_at: Option<Instant>,
     next_filing_retry: Instant,
     rescan: Option<RescanHandle>,
     last_status: Instant,
@@ -111,6 +115,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         workers: JoinSet::new(),
         delayed: Vec::new(),
         auth_paused_until: None,
+        key_reloaded_at: None,
         next_filing_retry: Instant::now(),
         rescan: None,
         last_status: Instant::now(),
@@ -255,6 +260,7 @@ impl Scheduler {
             Ok(key) => {
                 self.engine.platform().set_key(key);
                 self.auth_paused_until = None;
+                self.key_reloaded_at = Some(Instant::now());
                 self.metrics.api_key_rejected.set(0);
                 info!("SIGHUP: API key re-read; uploads resume");
             }
@@ -351,6 +357,7 @@ impl Scheduler {
             id,
             Running {
                 cancel,
+                started: Instant::now(),
                 progress: rx,
                 name,
             },
@@ -362,7 +369,7 @@ impl Scheduler {
         id: JobId,
         result: Result<Outcome, StoreError>,
     ) -> anyhow::Result<()> {
-        self.running.remove(&id);
+        let started = self.running.remove(&id).map(|r| r.started);
         match result {
             Err(e) => {
                 error!(job_id = id, error = %e, "job stopped on a local error; trying again in a minute");
@@ -379,6 +386,15 @@ impl Scheduler {
                 if !job.state.is_terminal() {
                     self.enqueue(&job);
                 }
+            }
+            Ok(Outcome::AuthRejected(_))
+                if self
+                    .key_reloaded_at
+                    .is_some_and(|k| started.is_none_or(|s| k >= s)) =>
+            {
+                // Rejected with the key SIGHUP has since replaced: try the new one.
+                let job = self.store.call(move |s| s.job(id)).await?;
+                self.enqueue(&job);
             }
             Ok(Outcome::AuthRejected(msg)) => {
                 let wait = self.config.upload.retry_max.max(Duration::from_secs(1));
