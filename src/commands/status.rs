@@ -107,6 +107,15 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
         println!("no jobs in {}", config.database_path().display());
         return Ok(exit::SUCCESS);
     }
+    let mut counts: Vec<String> = Vec::new();
+    for st in crate::job::JobState::ALL {
+        let n = views.iter().filter(|v| v.state == st.as_str()).count();
+        if n > 0 {
+            counts.push(format!("{n} {st}"));
+        }
+    }
+    let noun = if views.len() == 1 { "job" } else { "jobs" };
+    println!("{} {noun}: {}", views.len(), counts.join(", "));
     println!(
         "{:>5}  {:<10}  {:>13}  {:>23}  {:<40}  FILE",
         "ID", "STATE", "CHUNKS", "BYTES", "MODEL ID"
