@@ -280,14 +280,7 @@ async fn modelferry(row: &Row) -> anyhow::Result<RowResult> {
         session_margin: Duration::from_secs(60),
     };
     let engine = Engine::new(store.clone(), platform, settings, Arc::new(Metrics::new()));
-    let (tx, rx) = watch::channel(JobProgress {
-        state: JobState::Queued,
-        chunks_done: 0,
-        chunks_total: 0,
-        bytes_done: 0,
-        bytes_total: identity.size,
-        note: None,
-    });
+    let (tx, rx) = watch::channel(JobProgress::queued(identity.size));
     let window = tokio::spawn(upload_window(rx));
 
     let begin = Mark::now();

@@ -102,14 +102,7 @@ pub async fn run(
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let engine = Engine::new(store.clone(), platform, config.upload.clone(), metrics);
-    let (tx, rx) = watch::channel(JobProgress {
-        state: JobState::Queued,
-        chunks_done: 0,
-        chunks_total: 0,
-        bytes_done: 0,
-        bytes_total: identity.size,
-        note: None,
-    });
+    let (tx, rx) = watch::channel(JobProgress::queued(identity.size));
     let tx = Arc::new(tx);
     let name = path
         .file_name()

@@ -337,14 +337,7 @@ impl Scheduler {
 
     fn start(&mut self, id: JobId) {
         let cancel = CancellationToken::new();
-        let (tx, rx) = watch::channel(JobProgress {
-            state: JobState::Queued,
-            chunks_done: 0,
-            chunks_total: 0,
-            bytes_done: 0,
-            bytes_total: 0,
-            note: None,
-        });
+        let (tx, rx) = watch::channel(JobProgress::queued(0));
         let engine = self.engine.clone();
         let token = cancel.clone();
         // run_job opens the job's span (job_id, file).

@@ -60,6 +60,20 @@ pub struct JobProgress {
     pub note: Option<String>,
 }
 
+impl JobProgress {
+    /// A job not started yet, of a file of `bytes_total` bytes.
+    pub fn queued(bytes_total: u64) -> Self {
+        JobProgress {
+            state: JobState::Queued,
+            chunks_done: 0,
+            chunks_total: 0,
+            bytes_done: 0,
+            bytes_total,
+            note: None,
+        }
+    }
+}
+
 /// Why a step stopped early.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StepError {
