@@ -56,9 +56,9 @@ impl JobState {
             (Uploading | Completing, Uploading) => true,
             (Uploading, Completing) => true,
             (Completing, Importing) => true,
+            // Even a `complete` answered SUCCESS goes through `importing`:
+            // its dock status id is recorded first.
             (Importing, Succeeded) => true,
-            // The platform may answer `complete` with a final status at once.
-            (Completing, Succeeded) => true,
             _ => false,
         }
     }
@@ -99,7 +99,6 @@ mod tests {
             (Uploading, Failed),
             (Completing, Uploading),
             (Completing, Importing),
-            (Completing, Succeeded),
             (Completing, Failed),
             (Importing, Succeeded),
             (Importing, Failed),

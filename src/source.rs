@@ -94,10 +94,6 @@ impl SourceFile {
         Ok(src)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn check_meta(&self, meta: &Metadata) -> Result<(), SourceError> {
         if FileIdentity::of(meta) != self.identity {
             return Err(SourceError::Changed {

@@ -111,7 +111,7 @@ fn populate(
         }
         store.begin_complete(id, &format!("{:064x}", i))?;
         store.set_importing(id, &format!("ds-bench-{i:05}"), None)?;
-        store.succeed(id, None, None)?;
+        store.succeed(id, None)?;
         if !last {
             let dest = watch_dir.join("done").join(format!("model-{i:05}.tar"));
             store.plan_filing(id, Some(&dest))?;

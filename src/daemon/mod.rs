@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::store::{FilingState, Job, JobId, NewJob, StoreError, StoreHandle};
 use crate::systemd;
 use crate::upload::{Engine, JobProgress, Outcome};
-use crate::watch::{Candidate, RescanHandle, Watcher};
+use crate::watch::{Candidate, Watcher};
 
 /// Scheduler housekeeping period (watchdog, pauses, delayed retries).
 const TICK: Duration = Duration::from_millis(500);
@@ -63,7 +63,6 @@ struct Scheduler {
     /// before then says nothing about the new key.
     key_reloaded_at: Option<Instant>,
     next_filing_retry: Instant,
-    rescan: Option<RescanHandle>,
     last_status: Instant,
     last_progress_log: Instant,
     last_bytes: u64,
@@ -117,7 +116,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         auth_paused_until: None,
         key_reloaded_at: None,
         next_filing_retry: Instant::now(),
-        rescan: None,
         last_status: Instant::now(),
         last_progress_log: Instant::now(),
         last_bytes: 0,
@@ -126,7 +124,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     systemd::ready();
 
     let watcher = Watcher::new(config.watch.clone(), config.daemon.rescan_interval);
-    sched.rescan = Some(watcher.rescan_handle());
     let (tx, rx) = mpsc::channel(4096);
     let watch_task = tokio::spawn(watcher.run(tx, root.child_token()));
 

@@ -69,10 +69,6 @@ impl PlatformClient {
         *self.key.write().unwrap_or_else(|p| p.into_inner()) = key;
     }
 
-    pub fn base_url(&self) -> &Url {
-        &self.base
-    }
-
     fn key(&self) -> Secret {
         self.key.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -637,19 +637,14 @@ impl Store {
         )
     }
 
-    pub fn succeed(
-        &mut self,
-        id: JobId,
-        dock_status_id: Option<&str>,
-        model_id: Option<&str>,
-    ) -> Result<()> {
+    pub fn succeed(&mut self, id: JobId, model_id: Option<&str>) -> Result<()> {
         let now = to_ms(SystemTime::now());
         self.transition(
             id,
             JobState::Succeeded,
-            "finished_at = ?2, dock_status_id = COALESCE(?3, dock_status_id), \
-             model_id = COALESCE(?4, model_id), error = NULL, next_retry_at = NULL",
-            &[&now, &dock_status_id, &model_id],
+            "finished_at = ?2, model_id = COALESCE(?3, model_id), error = NULL, \
+             next_retry_at = NULL",
+            &[&now, &model_id],
             |_| Ok(()),
         )
     }

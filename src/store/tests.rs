@@ -97,7 +97,7 @@ fn a_job_walks_the_whole_way() {
     }
     s.begin_complete(id, "abc").unwrap();
     s.set_importing(id, "ds-1", Some("cm-2")).unwrap();
-    s.succeed(id, None, None).unwrap();
+    s.succeed(id, None).unwrap();
     let j = s.job(id).unwrap();
     assert_eq!(j.state, JobState::Succeeded);
     assert_eq!(j.dock_status_id.as_deref(), Some("ds-1"));
@@ -136,7 +136,7 @@ fn wrong_transitions_are_errors_not_no_ops() {
         })
     ));
     assert!(matches!(
-        s.succeed(999, None, None),
+        s.succeed(999, None),
         Err(StoreError::NotFound(999))
     ));
 }

@@ -128,14 +128,6 @@ impl Engine {
         }
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    pub fn store(&self) -> &StoreHandle {
-        &self.store
-    }
-
     pub fn platform(&self) -> &PlatformClient {
         &self.platform
     }
@@ -487,7 +479,7 @@ impl JobCtx {
                 ImportStatus::Success => {
                     let model = st.model_id.clone();
                     self.store
-                        .call(move |s| s.succeed(id, None, model.as_deref()))
+                        .call(move |s| s.succeed(id, model.as_deref()))
                         .await?;
                     if let Some(started) = job.started_at {
                         let secs = SystemTime::now()
