@@ -573,42 +573,46 @@ impl Store {
         checkpoint: Option<&HashCheckpoint>,
     ) -> Result<()> {
         let now = to_ms(SystemTime::now());
+        let (hashed, state) = match checkpoint {
+            Some(cp) => (cp.chunks as i64, Some(cp.state.as_slice())),
+            None => (0, None),
+        };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: Option<(String, Option<String>)> = tx
-            .query_row(
-                "SELECT state, session_id FROM jobs WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        match current {
-            None => return Err(StoreError::NotFound(id)),
-            Some((state, sid)) if state == "uploading" && sid.as_deref() == Some(session_id) => {}
-            Some(_) => {
-                return Err(StoreError::StaleSession {
+        // One statement guards the session and moves the hash checkpoint
+        // forward (never back: acknowledgements arrive out of order).
+        let changed = tx
+            .prepare_cached(
+                "UPDATE jobs SET updated_at = ?3, error = NULL, next_retry_at = NULL, \
+                 hash_state = CASE WHEN ?4 > hashed_chunks THEN ?5 ELSE hash_state END, \
+                 hashed_chunks = MAX(hashed_chunks, ?4) \
+                 WHERE id = ?1 AND state = 'uploading' AND session_id = ?2",
+            )?
+            .execute(params![id, session_id, now, hashed, state])?;
+        if changed == 0 {
+            let exists: Option<i64> = tx
+                .query_row("SELECT id FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            return Err(match exists {
+                None => StoreError::NotFound(id),
+                Some(_) => StoreError::StaleSession {
                     job: id,
                     session: session_id.to_string(),
-                })
-            }
+                },
+            });
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO chunks (job_id, idx, size, sha256, acked_at) VALUES (?1, ?2, ?3, ?4, ?5) \
              ON CONFLICT (job_id, idx) DO UPDATE SET size = ?3, sha256 = ?4, acked_at = ?5",
-            params![id, ack.index as i64, ack.size as i64, ack.sha256, now],
-        )?;
-        if let Some(cp) = checkpoint {
-            tx.execute(
-                "UPDATE jobs SET hashed_chunks = ?2, hash_state = ?3 \
-                 WHERE id = ?1 AND hashed_chunks < ?2",
-                params![id, cp.chunks as i64, cp.state],
-            )?;
-        }
-        tx.execute(
-            "UPDATE jobs SET updated_at = ?2, error = NULL, next_retry_at = NULL WHERE id = ?1",
-            params![id, now],
-        )?;
+        )?
+        .execute(params![
+            id,
+            ack.index as i64,
+            ack.size as i64,
+            ack.sha256,
+            now
+        ])?;
         tx.commit()?;
         Ok(())
     }

@@ -153,7 +153,13 @@ fn hash_checkpoint_only_moves_forward() {
     };
     s.ack_chunk(id, "s", &ack(2), Some(&cp(3))).unwrap();
     s.ack_chunk(id, "s", &ack(0), Some(&cp(1))).unwrap();
+    s.ack_chunk(id, "s", &ack(1), None).unwrap();
     assert_eq!(s.job(id).unwrap().hash_checkpoint, Some(cp(3)));
+    assert_eq!(s.acked_chunks(id).unwrap().len(), 3);
+    assert!(matches!(
+        s.ack_chunk(999, "s", &ack(0), None),
+        Err(StoreError::NotFound(999))
+    ));
 }
 
 #[test]
