@@ -197,16 +197,8 @@ async fn wire(row: &Row) -> anyhow::Result<RowResult> {
     while let Some(r) = workers.join_next().await {
         r??;
     }
-    let (secs, cpu_secs) = start.until(&Mark::now());
-    Ok(RowResult {
-        bytes: size,
-        secs,
-        cpu_secs,
-        peak_rss_kib: peak_rss_kib(),
-        total_secs: secs,
-        session_id,
-        chunks: total,
-    })
+    let window = start.until(&Mark::now());
+    Ok(RowResult::chunks_only(size, window, session_id, total))
 }
 
 async fn naive(row: &Row) -> anyhow::Result<RowResult> {
@@ -232,16 +224,8 @@ async fn naive(row: &Row) -> anyhow::Result<RowResult> {
             .build()?;
         post_chunk(&http, &url, index, &name, Bytes::from(buf)).await?;
     }
-    let (secs, cpu_secs) = start.until(&Mark::now());
-    Ok(RowResult {
-        bytes: size,
-        secs,
-        cpu_secs,
-        peak_rss_kib: peak_rss_kib(),
-        total_secs: secs,
-        session_id,
-        chunks: total,
-    })
+    let window = start.until(&Mark::now());
+    Ok(RowResult::chunks_only(size, window, session_id, total))
 }
 
 async fn modelferry(row: &Row) -> anyhow::Result<RowResult> {

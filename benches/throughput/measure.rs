@@ -26,6 +26,21 @@ pub struct RowResult {
 }
 
 impl RowResult {
+    /// A client without an import phase (wire ceiling, naive): the whole run
+    /// is the chunk window. Reads the process's peak RSS now.
+    pub fn chunks_only(bytes: u64, window: (f64, f64), session_id: String, chunks: u64) -> Self {
+        let (secs, cpu_secs) = window;
+        RowResult {
+            bytes,
+            secs,
+            cpu_secs,
+            peak_rss_kib: peak_rss_kib(),
+            total_secs: secs,
+            session_id,
+            chunks,
+        }
+    }
+
     pub fn mb_per_s(&self) -> f64 {
         self.bytes as f64 / 1e6 / self.secs
     }
