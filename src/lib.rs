@@ -13,14 +13,14 @@
 //!   [`metrics`]: Prometheus metrics.
 //! - [`daemon`]: the drop-folder daemon; [`watch`]: drop folders;
 //!   [`filing`]: receipts and moves; [`systemd`]: sd_notify.
-//! - [`emulator`]: a local emulator of the platform, for tests and demos.
+//! - [`emulator`]: a local emulator of the platform, for tests and demos (the
+//!   `modelferry-emulator` crate, re-exported).
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod emulator;
 pub mod exit;
 pub mod filing;
 pub mod job;
@@ -34,3 +34,7 @@ pub mod systemd;
 pub mod telemetry;
 pub mod upload;
 pub mod watch;
+
+/// The platform emulator, a crate of its own (it must not depend on this one);
+/// re-exported so `modelferry::emulator` names it too.
+pub use modelferry_emulator as emulator;

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use modelferry::emulator::Report;
+use modelferry_emulator::Report;
 use tokio::process::{Child, Command};
 
 use crate::measure::proc_cpu_secs;

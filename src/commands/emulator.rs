@@ -2,8 +2,9 @@
 
 use std::future::Future;
 
+use modelferry_emulator::EmulatorOptions;
+
 use crate::cli::EmulatorArgs;
-use crate::emulator::{self, EmulatorOptions};
 use crate::exit;
 
 pub fn options(args: &EmulatorArgs) -> EmulatorOptions {
@@ -27,6 +28,6 @@ pub async fn run(
     args: EmulatorArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<u8> {
-    emulator::serve_until(args.listen, options(&args), shutdown).await?;
+    modelferry_emulator::serve_until(args.listen, options(&args), shutdown).await?;
     Ok(exit::SUCCESS)
 }

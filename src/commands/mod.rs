@@ -8,10 +8,10 @@ pub mod upload;
 use std::future::Future;
 
 use anyhow::Context;
+use modelferry_emulator::{EmulatorHandle, EmulatorOptions};
 
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError};
-use crate::emulator::{EmulatorHandle, EmulatorOptions};
 use crate::exit;
 use crate::platform::{ClientSettings, PlatformClient};
 use crate::telemetry::{self, StderrWriter};
@@ -94,7 +94,7 @@ pub async fn platform_setup(
         import_polls: 1,
         ..EmulatorOptions::default()
     };
-    let handle = crate::emulator::start(([127, 0, 0, 1], 0).into(), opts)
+    let handle = modelferry_emulator::start(([127, 0, 0, 1], 0).into(), opts)
         .await
         .context("platform.emulate: cannot start the built-in emulator")?;
     tracing::warn!(

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use modelferry::emulator::{EmulatorOptions, ImportStatus};
+use modelferry_emulator::{EmulatorOptions, ImportStatus};
 
 use crate::support::*;
 

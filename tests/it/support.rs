@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use modelferry::emulator::{self, EmulatorHandle, EmulatorOptions, Report};
+use modelferry_emulator::{EmulatorHandle, EmulatorOptions, Report};
 use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
 
@@ -66,7 +66,7 @@ impl Env {
     }
 
     async fn in_dir(dir: tempfile::TempDir, opts: EmulatorOptions, s: Settings) -> Env {
-        let emu = emulator::start("127.0.0.1:0".parse().unwrap(), opts)
+        let emu = modelferry_emulator::start("127.0.0.1:0".parse().unwrap(), opts)
             .await
             .expect("emulator starts");
         let config = dir.path().join("modelferry.toml");

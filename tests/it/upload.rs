@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use modelferry::emulator::{EmulatorOptions, ImportStatus};
+use modelferry_emulator::{EmulatorOptions, ImportStatus};
 
 use crate::support::*;
 

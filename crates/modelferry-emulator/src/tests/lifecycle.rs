@@ -1,7 +1,7 @@
 //! Restarts on the same data directory, and the report over HTTP.
 
 use super::*;
-use crate::emulator::ImportStatus;
+use crate::ImportStatus;
 
 fn on(dir: &std::path::Path) -> EmulatorOptions {
     EmulatorOptions {

@@ -20,6 +20,7 @@
 //! `GET /_emulator/report`, `POST /_emulator/expire-sessions`,
 //! `POST /_emulator/api-key` (`{"api_key": "..." | null}`),
 //! `GET`/`POST /_emulator/faults` (a [`FaultRates`] object).
+#![forbid(unsafe_code)]
 
 mod assemble;
 mod chunk;

@@ -1,7 +1,7 @@
 //! Whole imports: start, chunks, complete, dock status.
 
 use super::*;
-use crate::emulator::ImportStatus;
+use crate::ImportStatus;
 
 #[tokio::test]
 async fn imports_a_valid_tar_end_to_end() {

@@ -1,7 +1,7 @@
 //! Auth and injected faults.
 
 use super::*;
-use crate::emulator::FaultRates;
+use crate::FaultRates;
 
 #[tokio::test]
 async fn wrong_or_missing_key_is_401_and_the_key_can_be_flipped() {
