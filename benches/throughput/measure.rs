@@ -51,6 +51,7 @@ impl RowResult {
 }
 
 /// User + system CPU seconds of this process so far.
+#[allow(unsafe_code)] // getrusage(2) has no std equivalent.
 pub fn cpu_secs() -> f64 {
     // SAFETY: getrusage only writes the struct it is given, which is a
     // plain C struct for which all-zero bytes are a valid value.
@@ -66,6 +67,7 @@ pub fn cpu_secs() -> f64 {
 
 /// User + system CPU seconds of this process's children that were waited
 /// for (rows, emulators, runs of the binary) so far.
+#[allow(unsafe_code)] // getrusage(2) has no std equivalent.
 pub fn children_cpu_secs() -> f64 {
     // SAFETY: as in cpu_secs.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -92,6 +94,7 @@ pub fn machine_busy_secs() -> Option<f64> {
     Some(busy / clk_tck()?)
 }
 
+#[allow(unsafe_code)] // sysconf(3) has no std equivalent.
 fn clk_tck() -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -225,7 +225,8 @@ async fn ready_once(
     if let Some(pid) = child.id() {
         // SAFETY: kill(2) on the pid of our own child, which has not been
         // waited for yet (id() is Some), with a valid signal number.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        #[allow(unsafe_code)] // std can only SIGKILL a child.
+        let _ = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         if tokio::time::timeout(Duration::from_secs(20), child.wait())
             .await
             .is_err()

@@ -611,6 +611,7 @@ async fn sighup_rereads_the_api_key_file() {
     .await;
     std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
     // SAFETY: kill(2) with the daemon's pid and a valid signal number.
+    #[allow(unsafe_code)] // std can only SIGKILL a child.
     let rc = unsafe { libc::kill(d.pid() as libc::pid_t, libc::SIGHUP) };
     assert_eq!(rc, 0);
     wait_until(Duration::from_secs(30), "the upload after SIGHUP", || {

@@ -236,6 +236,7 @@ impl Proc {
     }
 
     /// SIGTERM, the way systemd stops the service.
+    #[allow(unsafe_code)] // std can only SIGKILL a child.
     pub fn sigterm(&self) {
         let pid = self.child.id().expect("child is running") as libc::pid_t;
         // SAFETY: kill(2) with a pid we own and a valid signal number.

@@ -21,6 +21,7 @@
 //! `POST /_emulator/api-key` (`{"api_key": "..." | null}`),
 //! `GET`/`POST /_emulator/faults` (a [`FaultRates`] object).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod assemble;
 mod chunk;

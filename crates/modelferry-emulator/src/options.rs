@@ -127,9 +127,13 @@ fn invalid(message: String) -> io::Error {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FaultRates {
+    /// Any endpoint: answer 500 before doing anything.
     pub fail_rate: f64,
+    /// Chunk uploads only: store the chunk, then answer 502.
     pub lost_ack_rate: f64,
+    /// Chunk uploads only: drop the connection mid-body, store nothing.
     pub reset_rate: f64,
+    /// Any endpoint: answer 429 with `Retry-After`.
     pub rate_limit_rate: f64,
 }
 

@@ -52,7 +52,9 @@ impl Report {
 /// One import session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionReport {
+    /// The `sessionId` answered at start.
     pub session_id: String,
+    /// The `modelId` answered at start.
     pub model_id: String,
     /// The start request's fields exactly as received.
     pub start: StartRequest,
@@ -73,6 +75,7 @@ pub struct SessionReport {
     pub completed: bool,
     /// Complete calls that reached this session, refused ones included.
     pub complete_calls: u64,
+    /// The `dockStatusId` answered by the accepted complete call.
     pub dock_status_id: Option<String>,
     /// Dock-status GETs answered for this import.
     pub dock_status_polls: u64,
@@ -110,9 +113,13 @@ pub struct ChunkReport {
 /// Requests per platform endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointCounts {
+    /// `POST /api/public/files/session/start`.
     pub start: u64,
+    /// `POST /api/public/files/session/{id}` (chunk uploads).
     pub chunk: u64,
+    /// `POST /api/public/files/session/{id}/complete`.
     pub complete: u64,
+    /// `GET /api/public/dock-status/{id}`.
     pub dock_status: u64,
 }
 

@@ -62,11 +62,17 @@ const FILE_CONTEXTS: [&str; 2] = ["model", "dataset"];
 /// The start request's fields as received and validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartRequest {
+    /// `fileContext`: `model` or `dataset`.
     pub file_context: String,
+    /// `totalChunks`: at least 1, at most `fileSize`.
     pub total_chunks: u64,
+    /// `fileExtension`, e.g. `tar`.
     pub file_extension: String,
+    /// `fileName`: a base name.
     pub file_name: String,
+    /// `fileSize` in bytes.
     pub file_size: u64,
+    /// `isAdapter`, if sent.
     pub is_adapter: Option<bool>,
 }
 
@@ -256,8 +262,11 @@ pub(crate) const ACTION: &str = "IMPORT";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ImportStatus {
+    /// `IN_PROGRESS`: still assembling (or polls left before the answer).
     InProgress,
+    /// `SUCCESS`: the model was imported.
     Success,
+    /// `FAILED`: the assembled archive was not importable.
     Failed,
 }
 
