@@ -1,7 +1,13 @@
 //! How a failed platform call is classified, and what of the answer is kept.
+//!
+//! What is kept of an answer is only ever [`PlatformText`] (see
+//! [`super::sanitize`]); the rest of a message is our own wording, which is
+//! never redacted or rewritten.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
+
+use super::sanitize::{BadId, PlatformText, Sanitizer};
 
 /// Which call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +57,8 @@ pub enum ErrorKind {
     SessionGone,
     /// 413: the chunk is larger than the platform takes.
     TooLarge,
-    /// Any other answer: the request itself is wrong; the job fails.
+    /// Any other answer, or an id the platform gave that cannot be used:
+    /// the job fails.
     Fatal,
 }
 
@@ -63,10 +70,11 @@ pub struct PlatformError {
     pub kind: ErrorKind,
     pub status: Option<u16>,
     pub retry_after: Option<Duration>,
-    /// What went wrong, with a short excerpt of the platform's answer.
+    /// What went wrong in our words, with a sanitised excerpt of the
+    /// platform's answer.
     pub message: String,
     /// The platform's own message, when its answer carried one.
-    pub platform_message: Option<String>,
+    pub platform_message: Option<PlatformText>,
 }
 
 impl PlatformError {
@@ -75,6 +83,18 @@ impl PlatformError {
     }
 
     pub(crate) fn transport(op: Op, err: &reqwest::Error) -> Self {
+        if err.is_builder() {
+            // The request could not even be built: sending it again builds
+            // the same request.
+            return PlatformError {
+                op,
+                kind: ErrorKind::Fatal,
+                status: None,
+                retry_after: None,
+                message: format!("cannot build the request: {}", error_chain(err)),
+                platform_message: None,
+            };
+        }
         let what = if err.is_timeout() {
             "timed out"
         } else if err.is_connect() {
@@ -92,16 +112,28 @@ impl PlatformError {
         }
     }
 
-    pub(crate) fn malformed(op: Op, status: u16, detail: &str, body: &[u8]) -> Self {
+    /// A 2xx answer that is not what the call expects. `detail` is our
+    /// wording (it may quote [`PlatformText`]).
+    pub(crate) fn malformed(op: Op, status: u16, detail: &str, excerpt: PlatformText) -> Self {
         PlatformError {
             op,
             kind: ErrorKind::Transient,
             status: Some(status),
             retry_after: None,
-            message: format!(
-                "unexpected answer (HTTP {status}): {detail}; body: {}",
-                excerpt(body)
-            ),
+            message: format!("unexpected answer (HTTP {status}): {detail}; body: {excerpt}"),
+            platform_message: None,
+        }
+    }
+
+    /// The platform gave an id (or one stored from its earlier answer) that
+    /// cannot be used: asking again would not make it usable.
+    pub(crate) fn bad_id(op: Op, status: Option<u16>, bad: &BadId) -> Self {
+        PlatformError {
+            op,
+            kind: ErrorKind::Fatal,
+            status,
+            retry_after: None,
+            message: format!("the platform returned an {bad}"),
             platform_message: None,
         }
     }
@@ -112,13 +144,19 @@ impl PlatformError {
         status: u16,
         retry_after: Option<Duration>,
         body: &[u8],
+        san: &Sanitizer,
     ) -> Self {
-        let platform_message = platform_message(body);
+        // Classified on the raw answer: sanitising must not change the kind.
+        let raw_message = platform_message(body);
+        let expired = raw_message
+            .as_deref()
+            .map_or_else(|| String::from_utf8_lossy(body), Into::into)
+            .to_ascii_lowercase()
+            .contains("expired");
+        let platform_message = raw_message.map(|m| san.text(&m));
         let said = platform_message
             .clone()
-            .unwrap_or_else(|| excerpt(body))
-            .to_string();
-        let expired = said.to_ascii_lowercase().contains("expired");
+            .unwrap_or_else(|| san.excerpt(body));
         let (kind, what) = match status {
             401 | 403 => (ErrorKind::Auth, "the API key was rejected"),
             404 | 410 if op.is_session_url() => (ErrorKind::SessionGone, "the session is gone"),
@@ -153,15 +191,6 @@ impl PlatformError {
             platform_message,
         }
     }
-
-    /// Replaces any occurrence of `key` (a platform echoing the key back).
-    pub(crate) fn redact(mut self, key: &str) -> Self {
-        if !key.is_empty() {
-            self.message = self.message.replace(key, "[redacted]");
-            self.platform_message = self.platform_message.map(|m| m.replace(key, "[redacted]"));
-        }
-        self
-    }
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -178,41 +207,9 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     s
 }
 
-const EXCERPT_CHARS: usize = 200;
-
-/// A short single-line excerpt of an answer body, whatever its shape.
-pub(crate) fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut out = String::new();
-    let mut in_tag = false;
-    let mut last_space = true;
-    for ch in text.chars() {
-        match ch {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            _ if in_tag => {}
-            c if c.is_whitespace() || c.is_control() => {
-                if !last_space {
-                    out.push(' ');
-                    last_space = true;
-                }
-            }
-            c => {
-                out.push(c);
-                last_space = false;
-            }
-        }
-        if out.chars().count() >= EXCERPT_CHARS {
-            out.push('…');
-            break;
-        }
-    }
-    out.trim().to_string()
-}
-
-/// The platform's message from an error body shaped `{"error": ...}`,
+/// The platform's message, raw, from an error body shaped `{"error": ...}`,
 /// `{"message": ...}` or `{"errors": [{"msg": ...}]}`.
-pub(crate) fn platform_message(body: &[u8]) -> Option<String> {
+fn platform_message(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     fn text(v: &serde_json::Value) -> Option<String> {
         match v {
@@ -233,7 +230,7 @@ pub(crate) fn platform_message(body: &[u8]) -> Option<String> {
                 .filter_map(text)
                 .reduce(|a, b| format!("{a}; {b}"))
         })?;
-    Some(excerpt(m.as_bytes()))
+    Some(m)
 }
 
 /// `Retry-After` as seconds or an HTTP date; capped so a wild value cannot
@@ -254,10 +251,16 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
+
+    fn from_status(op: Op, status: u16, body: &[u8]) -> PlatformError {
+        let key = Secret::new("kg-123456789");
+        PlatformError::from_status(op, status, None, body, &Sanitizer::new(&key))
+    }
 
     #[test]
     fn classifies_by_the_table() {
-        let k = |op, s| PlatformError::from_status(op, s, None, b"").kind;
+        let k = |op, s| from_status(op, s, b"").kind;
         use ErrorKind::*;
         for s in [408, 429, 500, 502, 503, 504] {
             assert_eq!(k(Op::UploadChunk(0), s), Transient, "{s}");
@@ -271,17 +274,15 @@ mod tests {
         assert_eq!(k(Op::UploadChunk(0), 413), TooLarge);
         assert_eq!(k(Op::UploadChunk(0), 400), Fatal);
         assert_eq!(k(Op::UploadChunk(0), 302), Fatal);
-        let e = PlatformError::from_status(
+        let e = from_status(
             Op::UploadChunk(1),
             400,
-            None,
             br#"{"message":"Session has expired"}"#,
         );
         assert_eq!(e.kind, SessionGone);
-        let e = PlatformError::from_status(
+        let e = from_status(
             Op::StartSession,
             400,
-            None,
             br#"{"message":"Session has expired"}"#,
         );
         assert_eq!(e.kind, Fatal);
@@ -306,15 +307,12 @@ mod tests {
             Some("deep")
         );
         assert_eq!(platform_message(b"<html>oops</html>"), None);
-        let e = PlatformError::from_status(
+        let e = from_status(
             Op::Complete,
             502,
-            None,
             b"<html><body><h1>502 Bad Gateway</h1>\n\n<p>nginx</p></body></html>",
         );
         assert!(e.message.contains("502 Bad Gateway nginx"), "{}", e.message);
-        let long = "x".repeat(5000);
-        assert!(excerpt(long.as_bytes()).chars().count() <= EXCERPT_CHARS + 1);
     }
 
     #[test]
@@ -331,15 +329,34 @@ mod tests {
     }
 
     #[test]
-    fn redacts_an_echoed_key() {
+    fn redacts_an_echoed_key_only_in_what_the_platform_said() {
+        let e = from_status(
+            Op::StartSession,
+            401,
+            b"{\"message\":\"bad key kg-123456789\\n\\u001b[31m!\"}",
+        );
+        assert!(!e.to_string().contains("kg-123456789"), "{e}");
+        let pm = e.platform_message.unwrap();
+        assert_eq!(pm.as_str(), "bad key [redacted] !");
+        assert_eq!(
+            e.message,
+            "HTTP 401: the API key was rejected: bad key [redacted] !"
+        );
+    }
+
+    #[test]
+    fn a_short_key_leaves_our_wording_alone() {
+        let key = Secret::new("k");
         let e = PlatformError::from_status(
             Op::StartSession,
             401,
             None,
-            br#"{"message":"bad key kg-123"}"#,
-        )
-        .redact("kg-123");
-        assert!(!e.to_string().contains("kg-123"));
-        assert!(!e.platform_message.unwrap().contains("kg-123"));
+            br#"{"message":"unknown key k"}"#,
+            &Sanitizer::new(&key),
+        );
+        assert_eq!(
+            e.message,
+            "HTTP 401: the API key was rejected: unknown key [redacted]"
+        );
     }
 }

@@ -5,9 +5,12 @@
 //! ([`PlatformError`]) so callers can decide: retry, new session, pause on a
 //! rejected key, or fail the job. Redirects are never followed, so the key
 //! cannot travel to another host. A `Retry-After` seen by any call slows
-//! every call made through the same client.
+//! every call made through the same client. Nothing the platform says
+//! reaches the caller unsanitised: ids are checked and text is cleaned by
+//! [`sanitize`], the one place that knows how.
 
 mod error;
+pub mod sanitize;
 pub mod wire;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +23,11 @@ use reqwest::{Body, StatusCode, Url};
 use tokio::time::Instant;
 
 pub use error::{ErrorKind, Op, PlatformError};
+pub use sanitize::{IdKind, PlatformId, PlatformText};
 pub use wire::{CompleteInfo, DockStatus, ImportStatus, SessionInfo, StartRequest};
+
+use sanitize::Sanitizer;
+use wire::WireError;
 
 use crate::secret::Secret;
 
@@ -73,6 +80,9 @@ impl PlatformClient {
         self.key.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The URL of `segments` under the base URL. Each segment is
+    /// percent-encoded (`/` too); `.` and `..` would be dropped, so ids are
+    /// checked ([`Sanitizer::id`]) before they get here.
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         // The base URL was validated to have a host, so it can have segments.
@@ -97,16 +107,23 @@ impl PlatformClient {
         }
     }
 
-    /// Sends a request and returns the body of a 2xx answer, or the error.
+    /// Waits out a `Retry-After` pause, then gives the key for the call: read
+    /// after the pause, so a key replaced meanwhile is the one sent.
+    async fn ready(&self) -> Secret {
+        if let Some(wait) = self.paused_for() {
+            tokio::time::sleep(wait).await;
+        }
+        self.key()
+    }
+
+    /// Sends a request with `key` and returns the body of a 2xx answer, or
+    /// the error, whose excerpts are sanitised against that key.
     async fn send(
         &self,
         op: Op,
         req: reqwest::RequestBuilder,
+        key: &Secret,
     ) -> Result<(u16, Bytes), PlatformError> {
-        if let Some(wait) = self.paused_for() {
-            tokio::time::sleep(wait).await;
-        }
-        let key = self.key();
         let mut headers = HeaderMap::new();
         let mut value = HeaderValue::from_str(key.expose()).map_err(|_| PlatformError {
             op,
@@ -140,18 +157,23 @@ impl PlatformClient {
                 self.pause_until(d);
             }
         }
-        Err(
-            PlatformError::from_status(op, status.as_u16(), retry_after, &body)
-                .redact(key.expose()),
-        )
+        Err(PlatformError::from_status(
+            op,
+            status.as_u16(),
+            retry_after,
+            &body,
+            &Sanitizer::new(key),
+        ))
     }
 
     /// Starts an import session.
     pub async fn start_session(&self, req: &StartRequest) -> Result<SessionInfo, PlatformError> {
         let op = Op::StartSession;
+        let key = self.ready().await;
         let url = self.url(&["api", "public", "files", "session", "start"]);
-        let (status, body) = self.send(op, self.http.post(url).json(req)).await?;
-        wire::parse_start(&body).map_err(|d| PlatformError::malformed(op, status, &d, &body))
+        let (status, body) = self.send(op, self.http.post(url).json(req), &key).await?;
+        wire::parse_start(&body, &Sanitizer::new(&key))
+            .map_err(|e| unusable(op, status, e, &body, &key))
     }
 
     /// Uploads one chunk (0-based) as `multipart/form-data`.
@@ -163,6 +185,9 @@ impl PlatformClient {
         data: Bytes,
     ) -> Result<(), PlatformError> {
         let op = Op::UploadChunk(chunk);
+        let key = self.ready().await;
+        let san = Sanitizer::new(&key);
+        let session_id = checked(op, &san, IdKind::Session, session_id)?;
         let len = data.len() as u64;
         let part = Part::stream_with_length(Body::from(data), len)
             .file_name(file_name.to_string())
@@ -173,28 +198,60 @@ impl PlatformClient {
         let form = Form::new()
             .text("chunkNumber", chunk.to_string())
             .part("file", part);
-        let url = self.url(&["api", "public", "files", "session", session_id]);
-        let (status, body) = self.send(op, self.http.post(url).multipart(form)).await?;
-        wire::check_chunk_answer(&body, chunk, session_id)
-            .map_err(|d| PlatformError::malformed(op, status, &d, &body))
+        let url = self.url(&["api", "public", "files", "session", session_id.as_str()]);
+        let (status, body) = self
+            .send(op, self.http.post(url).multipart(form), &key)
+            .await?;
+        wire::check_chunk_answer(&body, chunk, &session_id, &san)
+            .map_err(|e| unusable(op, status, e, &body, &key))
     }
 
     /// Completes the import of a session whose chunks are all uploaded.
     pub async fn complete(&self, session_id: &str) -> Result<CompleteInfo, PlatformError> {
         let op = Op::Complete;
-        let url = self.url(&["api", "public", "files", "session", session_id, "complete"]);
+        let key = self.ready().await;
+        let san = Sanitizer::new(&key);
+        let session_id = checked(op, &san, IdKind::Session, session_id)?;
+        let url = self.url(&[
+            "api",
+            "public",
+            "files",
+            "session",
+            session_id.as_str(),
+            "complete",
+        ]);
         let (status, body) = self
-            .send(op, self.http.post(url).header("content-length", "0"))
+            .send(op, self.http.post(url).header("content-length", "0"), &key)
             .await?;
-        wire::parse_complete(&body).map_err(|d| PlatformError::malformed(op, status, &d, &body))
+        wire::parse_complete(&body, &san).map_err(|e| unusable(op, status, e, &body, &key))
     }
 
     /// Reads where an import stands.
     pub async fn dock_status(&self, dock_status_id: &str) -> Result<DockStatus, PlatformError> {
         let op = Op::DockStatus;
-        let url = self.url(&["api", "public", "dock-status", dock_status_id]);
-        let (status, body) = self.send(op, self.http.get(url)).await?;
-        wire::parse_dock_status(&body).map_err(|d| PlatformError::malformed(op, status, &d, &body))
+        let key = self.ready().await;
+        let san = Sanitizer::new(&key);
+        let dock_status_id = checked(op, &san, IdKind::DockStatus, dock_status_id)?;
+        let url = self.url(&["api", "public", "dock-status", dock_status_id.as_str()]);
+        let (status, body) = self.send(op, self.http.get(url), &key).await?;
+        wire::parse_dock_status(&body, &san).map_err(|e| unusable(op, status, e, &body, &key))
+    }
+}
+
+/// Checks an id given to a call: one stored before ids were checked, or
+/// from an older version, must not reach a URL unchecked either.
+fn checked(op: Op, san: &Sanitizer, kind: IdKind, id: &str) -> Result<PlatformId, PlatformError> {
+    san.id(kind, id)
+        .map_err(|bad| PlatformError::bad_id(op, None, &bad))
+}
+
+/// The error for a 2xx answer that could not be used.
+fn unusable(op: Op, status: u16, e: WireError, body: &[u8], key: &Secret) -> PlatformError {
+    match e {
+        WireError::Malformed(detail) => {
+            PlatformError::malformed(op, status, &detail, Sanitizer::new(key).excerpt(body))
+        }
+        WireError::BadId(bad) => PlatformError::bad_id(op, Some(status), &bad),
     }
 }
 

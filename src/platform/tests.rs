@@ -1,5 +1,6 @@
 //! The client against a tiny scripted server on 127.0.0.1:0: headers sent,
-//! redirects refused, `Retry-After` shared by every call.
+//! redirects refused, `Retry-After` shared by every call, hostile answers
+//! sanitised, unusable ids refused.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,7 +69,7 @@ async fn sends_the_key_in_x_api_key() {
         serve(|| axum::Json(serde_json::json!({"sessionId": "s", "modelId": "m"})).into_response())
             .await;
     let s = c.start_session(&start_req()).await.unwrap();
-    assert_eq!(s.session_id, "s");
+    assert_eq!(s.session_id.as_str(), "s");
     assert_eq!(
         seen.key.lock().unwrap().as_deref(),
         Some("kg-unit-test-key")
@@ -116,9 +117,63 @@ async fn retry_after_on_429_pauses_every_call() {
 
 #[tokio::test]
 async fn a_garbled_answer_is_transient_and_keeps_an_excerpt() {
-    let (c, _) = serve(|| "<html><body>maintenance</body></html>".into_response()).await;
+    let (c, _) = serve(|| {
+        "<html><body>maintenance for kg-unit-test-key\n\x1b[31mnow</body></html>".into_response()
+    })
+    .await;
     let e = c.start_session(&start_req()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Transient);
-    assert!(e.message.contains("maintenance"), "{}", e.message);
-    assert!(!e.to_string().contains("kg-unit-test-key"));
+    assert!(
+        e.message.ends_with("body: maintenance for [redacted] now"),
+        "{}",
+        e.message
+    );
+}
+
+#[tokio::test]
+async fn a_session_id_naming_the_start_endpoint_is_fatal() {
+    let (c, _) =
+        serve(|| axum::Json(serde_json::json!({"sessionId": "start"})).into_response()).await;
+    let e = c.start_session(&start_req()).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Fatal);
+    assert_eq!(e.status, Some(200));
+    assert!(
+        e.message.contains("unusable session id \"start\""),
+        "{}",
+        e.message
+    );
+}
+
+#[tokio::test]
+async fn a_failed_import_message_is_sanitised() {
+    let (c, _) = serve(|| {
+        axum::Json(serde_json::json!({"status": "FAILED", "message": "key kg-unit-test-key\n\u{1b}[2Jgone"}))
+            .into_response()
+    })
+    .await;
+    let d = c.dock_status("ds-1").await.unwrap();
+    assert_eq!(d.message.unwrap().as_str(), "key [redacted] gone");
+}
+
+#[tokio::test]
+async fn unusable_ids_given_to_a_call_are_refused_before_sending() {
+    let (c, seen) =
+        serve(|| axum::Json(serde_json::json!({"status": "SUCCESS"})).into_response()).await;
+    let huge = "x".repeat(100_000);
+    let errors = [
+        c.upload_chunk("..", 0, "m.tar", Bytes::from_static(b"x"))
+            .await
+            .unwrap_err(),
+        c.complete("start").await.unwrap_err(),
+        c.complete("s\n1").await.unwrap_err(),
+        // Too long for a URL: once "builder error", retried as transient.
+        c.dock_status(&huge).await.unwrap_err(),
+    ];
+    for e in errors {
+        assert_eq!(e.kind, ErrorKind::Fatal, "{e}");
+        assert!(e.message.contains("unusable"), "{e}");
+        assert!(e.message.len() < 200, "the id is shortened: {e}");
+        assert!(!e.message.chars().any(char::is_control), "{e:?}");
+    }
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 0);
 }

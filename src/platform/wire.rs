@@ -2,12 +2,38 @@
 //!
 //! Answers are read leniently, as platform-api.md asks: unknown fields are
 //! ignored, `chunkNumber` may be a string or a number, and the dock status id
-//! may be spelled `dock-statusId`, `dockstatusId` or `dockStatusId`.
+//! may be spelled `dock-statusId`, `dockstatusId` or `dockStatusId`. Every
+//! id and message leaves here checked or sanitised ([`Sanitizer`]); an id
+//! that cannot be used is a [`WireError::BadId`], not a garbled answer.
 
 use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::Value;
+
+use super::sanitize::{BadId, IdKind, PlatformId, PlatformText, Sanitizer};
+
+/// Why an answer could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// Not the expected shape (our wording, quoting only sanitised text):
+    /// perhaps a proxy's page; worth asking again.
+    Malformed(String),
+    /// The answer carried an id that cannot be used; asking again does not help.
+    BadId(BadId),
+}
+
+impl From<&str> for WireError {
+    fn from(s: &str) -> Self {
+        WireError::Malformed(s.to_string())
+    }
+}
+
+impl From<BadId> for WireError {
+    fn from(b: BadId) -> Self {
+        WireError::BadId(b)
+    }
+}
 
 /// Body of "start an import session".
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -24,10 +50,10 @@ pub struct StartRequest {
 /// What the platform said when it opened a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
-    pub session_id: String,
+    pub session_id: PlatformId,
     /// `None` when `expirationDate` is absent or unreadable.
     pub expires_at: Option<SystemTime>,
-    pub model_id: Option<String>,
+    pub model_id: Option<PlatformId>,
 }
 
 /// Where an import stands.
@@ -41,8 +67,8 @@ pub enum ImportStatus {
 /// What the platform said to `complete`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompleteInfo {
-    pub dock_status_id: String,
-    pub model_id: Option<String>,
+    pub dock_status_id: PlatformId,
+    pub model_id: Option<PlatformId>,
     pub status: ImportStatus,
 }
 
@@ -50,9 +76,9 @@ pub struct CompleteInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockStatus {
     pub status: ImportStatus,
-    pub model_id: Option<String>,
+    pub model_id: Option<PlatformId>,
     /// The platform's message for a failed import, when it gave one.
-    pub message: Option<String>,
+    pub message: Option<PlatformText>,
 }
 
 fn string_field(v: &Value, key: &str) -> Option<String> {
@@ -61,6 +87,23 @@ fn string_field(v: &Value, key: &str) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// An id field, checked. Not trimmed: an id with surrounding whitespace is
+/// not the id without it, and guessing which one the platform means could
+/// address someone else's session.
+fn id_field(
+    v: &Value,
+    key: &str,
+    kind: IdKind,
+    san: &Sanitizer,
+) -> Result<Option<PlatformId>, BadId> {
+    let raw = match v.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Ok(None),
+    };
+    san.id(kind, &raw).map(Some)
 }
 
 fn parse_status(v: &Value) -> Result<ImportStatus, String> {
@@ -74,8 +117,10 @@ fn parse_status(v: &Value) -> Result<ImportStatus, String> {
     }
 }
 
-fn object(body: &[u8]) -> Result<Value, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
+fn object(body: &[u8]) -> Result<Value, WireError> {
+    // serde_json's messages name a position, never the input.
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| WireError::Malformed(format!("not JSON ({e})")))?;
     if v.is_object() {
         Ok(v)
     } else {
@@ -83,9 +128,10 @@ fn object(body: &[u8]) -> Result<Value, String> {
     }
 }
 
-pub fn parse_start(body: &[u8]) -> Result<SessionInfo, String> {
+pub fn parse_start(body: &[u8], san: &Sanitizer) -> Result<SessionInfo, WireError> {
     let v = object(body)?;
-    let session_id = string_field(&v, "sessionId").ok_or("no \"sessionId\" field")?;
+    let session_id =
+        id_field(&v, "sessionId", IdKind::Session, san)?.ok_or("no \"sessionId\" field")?;
     let expires_at = v
         .get("expirationDate")
         .and_then(Value::as_str)
@@ -93,56 +139,70 @@ pub fn parse_start(body: &[u8]) -> Result<SessionInfo, String> {
     Ok(SessionInfo {
         session_id,
         expires_at,
-        model_id: string_field(&v, "modelId"),
+        model_id: id_field(&v, "modelId", IdKind::Model, san)?,
     })
 }
 
 /// Checks a chunk answer. Any 2xx acknowledges the chunk; a body that names a
 /// different chunk or session is not an acknowledgement of this one.
-pub fn check_chunk_answer(body: &[u8], chunk: u64, session_id: &str) -> Result<(), String> {
+pub fn check_chunk_answer(
+    body: &[u8],
+    chunk: u64,
+    session_id: &PlatformId,
+    san: &Sanitizer,
+) -> Result<(), WireError> {
     let Ok(v) = object(body) else {
         return Ok(());
     };
     if let Some(n) = string_field(&v, "chunkNumber") {
         if n.parse::<u64>().ok() != Some(chunk) {
-            return Err(format!("answer names chunk {n:?}, not {chunk}"));
+            return Err(WireError::Malformed(format!(
+                "answer names chunk \"{}\", not {chunk}",
+                san.short(&n)
+            )));
         }
     }
-    if let Some(s) = string_field(&v, "sessionId") {
-        if s != session_id {
+    if let Some(s) = id_field(&v, "sessionId", IdKind::Session, san)? {
+        if s != *session_id {
             return Err("answer names another session".into());
         }
     }
     Ok(())
 }
 
-pub fn parse_complete(body: &[u8]) -> Result<CompleteInfo, String> {
+pub fn parse_complete(body: &[u8], san: &Sanitizer) -> Result<CompleteInfo, WireError> {
     let v = object(body)?;
-    let dock_status_id = ["dock-statusId", "dockstatusId", "dockStatusId"]
-        .iter()
-        .find_map(|k| string_field(&v, k))
-        .ok_or("no dock status id (dock-statusId, dockstatusId or dockStatusId)")?;
+    let mut dock_status_id = None;
+    for key in ["dock-statusId", "dockstatusId", "dockStatusId"] {
+        dock_status_id = id_field(&v, key, IdKind::DockStatus, san)?;
+        if dock_status_id.is_some() {
+            break;
+        }
+    }
+    let dock_status_id =
+        dock_status_id.ok_or("no dock status id (dock-statusId, dockstatusId or dockStatusId)")?;
     let status = parse_status(&v).unwrap_or(ImportStatus::InProgress);
     Ok(CompleteInfo {
         dock_status_id,
-        model_id: string_field(&v, "modelId"),
+        model_id: id_field(&v, "modelId", IdKind::Model, san)?,
         status,
     })
 }
 
-pub fn parse_dock_status(body: &[u8]) -> Result<DockStatus, String> {
+pub fn parse_dock_status(body: &[u8], san: &Sanitizer) -> Result<DockStatus, WireError> {
     let v = object(body)?;
-    let status = parse_status(&v)?;
-    let message = ["message", "error", "errorMessage"]
-        .iter()
-        .find_map(|k| match v.get(*k)? {
-            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            Value::Object(o) => o.get("message").and_then(Value::as_str).map(str::to_string),
-            _ => None,
-        });
+    let status = parse_status(&v).map_err(WireError::Malformed)?;
+    let message = ["message", "error", "errorMessage"].iter().find_map(|k| {
+        let raw = match v.get(*k)? {
+            Value::String(s) => s.as_str(),
+            Value::Object(o) => o.get("message")?.as_str()?,
+            _ => return None,
+        };
+        Some(san.text(raw)).filter(|m| !m.is_empty())
+    });
     Ok(DockStatus {
         status,
-        model_id: string_field(&v, "modelId"),
+        model_id: id_field(&v, "modelId", IdKind::Model, san)?,
         message,
     })
 }
@@ -150,6 +210,33 @@ pub fn parse_dock_status(body: &[u8]) -> Result<DockStatus, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
+
+    const KEY: &str = "kg-wire-test-key";
+
+    fn san<T>(f: impl FnOnce(&Sanitizer) -> T) -> T {
+        let key = Secret::new(KEY);
+        f(&Sanitizer::new(&key))
+    }
+
+    fn parse_start(body: &[u8]) -> Result<SessionInfo, WireError> {
+        san(|s| super::parse_start(body, s))
+    }
+
+    fn parse_complete(body: &[u8]) -> Result<CompleteInfo, WireError> {
+        san(|s| super::parse_complete(body, s))
+    }
+
+    fn parse_dock_status(body: &[u8]) -> Result<DockStatus, WireError> {
+        san(|s| super::parse_dock_status(body, s))
+    }
+
+    fn check_chunk_answer(body: &[u8], chunk: u64, session: &str) -> Result<(), WireError> {
+        san(|s| {
+            let id = s.id(IdKind::Session, session).unwrap();
+            super::check_chunk_answer(body, chunk, &id, s)
+        })
+    }
 
     #[test]
     fn start_answer_of_the_sample() {
@@ -157,8 +244,8 @@ mod tests {
             br#"{"sessionId":"d-8","expirationDate":"2025-02-05T11:58:03.638Z","modelId":"cm-9","extra":1}"#,
         )
         .unwrap();
-        assert_eq!(s.session_id, "d-8");
-        assert_eq!(s.model_id.as_deref(), Some("cm-9"));
+        assert_eq!(s.session_id.as_str(), "d-8");
+        assert_eq!(s.model_id.as_ref().map(PlatformId::as_str), Some("cm-9"));
         let exp = s.expires_at.unwrap();
         assert_eq!(
             humantime::format_rfc3339_millis(exp).to_string(),
@@ -186,7 +273,7 @@ mod tests {
                 r#"{{"{key}":"ds-1","modelId":"cm-2","action":"EXPORT","status":"IN_PROGRESS"}}"#
             );
             let c = parse_complete(body.as_bytes()).unwrap();
-            assert_eq!(c.dock_status_id, "ds-1");
+            assert_eq!(c.dock_status_id.as_str(), "ds-1");
             assert_eq!(c.status, ImportStatus::InProgress);
         }
         assert!(parse_complete(br#"{"status":"SUCCESS"}"#).is_err());
@@ -198,10 +285,63 @@ mod tests {
             parse_dock_status(br#"{"_id":"ds","status":"FAILED","errorMessage":"bad archive"}"#)
                 .unwrap();
         assert_eq!(d.status, ImportStatus::Failed);
-        assert_eq!(d.message.as_deref(), Some("bad archive"));
+        assert_eq!(
+            d.message.as_ref().map(PlatformText::as_str),
+            Some("bad archive")
+        );
         let d = parse_dock_status(br#"{"_id":"ds","status":"QUEUED","toolId":"t"}"#).unwrap();
         assert_eq!(d.status, ImportStatus::InProgress);
         assert!(parse_dock_status(br#"{"_id":"ds"}"#).is_err());
+    }
+
+    #[test]
+    fn a_failure_message_is_sanitised() {
+        let body = serde_json::json!({
+            "status": "FAILED", "message": " ", "errorMessage": format!("bad {KEY}\n\u{1b}[1mx"),
+        });
+        let d = parse_dock_status(body.to_string().as_bytes()).unwrap();
+        assert_eq!(d.message.unwrap().as_str(), "bad [redacted] x");
+    }
+
+    #[test]
+    fn unusable_ids_are_refused_not_garbled() {
+        let bad = |r: Result<(), WireError>| match r {
+            Err(WireError::BadId(b)) => b.kind,
+            other => panic!("{other:?}"),
+        };
+        let start = |v: serde_json::Value| parse_start(v.to_string().as_bytes()).map(drop);
+        for id in ["..", "start", "s\n1", " s1", KEY] {
+            assert_eq!(
+                bad(start(serde_json::json!({"sessionId": id}))),
+                IdKind::Session,
+                "{id:?}"
+            );
+        }
+        assert_eq!(
+            bad(start(
+                serde_json::json!({"sessionId": "s", "modelId": "m\u{1b}"})
+            )),
+            IdKind::Model
+        );
+        assert_eq!(
+            bad(parse_complete(br#"{"dockStatusId":".."}"#).map(drop)),
+            IdKind::DockStatus
+        );
+        assert_eq!(
+            bad(parse_dock_status(br#"{"status":"SUCCESS","modelId":"a/b"}"#).map(drop)),
+            IdKind::Model
+        );
+        assert_eq!(
+            bad(check_chunk_answer(br#"{"sessionId":"s\r\nX: 1"}"#, 0, "s")),
+            IdKind::Session
+        );
+        // A missing or empty id is a garbled answer, as before.
+        assert!(matches!(
+            parse_start(br#"{"sessionId":""}"#),
+            Err(WireError::Malformed(_))
+        ));
+        let e = check_chunk_answer(format!(r#"{{"chunkNumber":"{KEY}"}}"#).as_bytes(), 0, "s");
+        assert!(!format!("{e:?}").contains(KEY), "{e:?}");
     }
 
     #[test]

@@ -271,7 +271,7 @@ impl JobCtx {
                 error: e.to_string(),
                 stage: e.op.stage().to_string(),
                 http_status: e.status,
-                platform_message: e.platform_message.clone(),
+                platform_message: e.platform_message.clone().map(String::from),
             },
             StepError::Source(e) => Failure {
                 error: e.to_string(),
@@ -389,16 +389,20 @@ impl JobCtx {
         };
         let info = self.retry(|| self.platform.start_session(&req)).await?;
         let record = SessionRecord {
-            session_id: info.session_id.clone(),
+            session_id: info.session_id.to_string(),
             started_at: SystemTime::now(),
             expires_at: info.expires_at,
         };
         let id = self.id;
-        let model_id = info.model_id.clone().unwrap_or_default();
+        let model_id = info
+            .model_id
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
         self.store
             .call(move |s| s.start_session(id, &record, &model_id))
             .await?;
-        info!(session_id = %info.session_id, model_id = info.model_id.as_deref().unwrap_or(""), chunks = job.chunks_total, "import session started");
+        info!(session_id = %info.session_id, model_id = info.model_id.as_ref().map_or("", |m| m.as_str()), chunks = job.chunks_total, "import session started");
         Ok(())
     }
 
@@ -450,8 +454,8 @@ impl JobCtx {
             .retry(|| self.platform.complete(&session.session_id))
             .await?;
         let id = self.id;
-        let dock = info.dock_status_id.clone();
-        let model = info.model_id.clone();
+        let dock = info.dock_status_id.to_string();
+        let model = info.model_id.as_ref().map(|m| m.to_string());
         self.store
             .call(move |s| s.set_importing(id, &dock, model.as_deref()))
             .await?;
@@ -477,7 +481,7 @@ impl JobCtx {
                     interval = (interval * 2).min(self.settings.poll_interval_max.max(interval));
                 }
                 ImportStatus::Success => {
-                    let model = st.model_id.clone();
+                    let model = st.model_id.as_ref().map(|m| m.to_string());
                     self.store
                         .call(move |s| s.succeed(id, model.as_deref()))
                         .await?;
@@ -492,7 +496,7 @@ impl JobCtx {
                     return Ok(());
                 }
                 ImportStatus::Failed => {
-                    let message = st.message.clone();
+                    let message = st.message.clone().map(String::from);
                     let error = match &message {
                         Some(m) => format!("the platform reports the import FAILED: {m}"),
                         None => "the platform reports the import FAILED".to_string(),
