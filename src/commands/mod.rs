@@ -7,13 +7,9 @@ pub mod upload;
 
 use std::future::Future;
 
-use anyhow::Context;
-use modelferry_emulator::{EmulatorHandle, EmulatorOptions};
-
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError};
 use crate::exit;
-use crate::platform::{ClientSettings, PlatformClient};
 use crate::telemetry::{self, StderrWriter};
 
 /// Resolves on SIGTERM or SIGINT.
@@ -59,7 +55,7 @@ pub async fn dispatch(
         }
         Command::Run(args) => {
             let config = Config::load(&args.config.config)?;
-            config.validate_for_run()?;
+            // `daemon::run` checks what it needs (`validate_for_run`) first.
             telemetry::init(
                 config.telemetry.log_format,
                 &config.telemetry.log_level,
@@ -69,45 +65,6 @@ pub async fn dispatch(
             Ok(exit::SUCCESS)
         }
     }
-}
-
-/// The platform client for `config`, with the API key it names. With
-/// `platform.emulate = true`, the built-in emulator is started on a free
-/// loopback port (its sessions kept under the state folder, so they survive a
-/// restart) and the client points at it; the handle keeps it running.
-pub async fn platform_setup(
-    config: &Config,
-) -> anyhow::Result<(PlatformClient, Option<EmulatorHandle>)> {
-    let settings = |base_url| ClientSettings {
-        base_url,
-        connect_timeout: config.platform.connect_timeout,
-        request_timeout: config.platform.request_timeout,
-    };
-    if !config.platform.emulate {
-        let key = config.load_api_key()?;
-        let client = PlatformClient::new(&settings(config.base_url()?), key)
-            .context("cannot set up the HTTP client")?;
-        return Ok((client, None));
-    }
-    let opts = EmulatorOptions {
-        data_dir: Some(config.state.dir.join("emulator")),
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    };
-    let handle = modelferry_emulator::start(([127, 0, 0, 1], 0).into(), opts)
-        .await
-        .context("platform.emulate: cannot start the built-in emulator")?;
-    tracing::warn!(
-        url = %handle.base_url(),
-        "platform.emulate = true: uploads go to the built-in emulator; nothing reaches a real platform"
-    );
-    let key = config
-        .load_api_key()
-        .unwrap_or_else(|_| crate::secret::Secret::new("emulator"));
-    let url = reqwest::Url::parse(&handle.base_url()).context("emulator address")?;
-    let client =
-        PlatformClient::new(&settings(url), key).context("cannot set up the HTTP client")?;
-    Ok((client, Some(handle)))
 }
 
 /// The exit code for an error that reached `main`.

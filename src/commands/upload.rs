@@ -17,11 +17,12 @@ use super::UsageError;
 use crate::cli::UploadArgs;
 use crate::config::Config;
 use crate::exit;
-use crate::job::JobState;
 use crate::progress;
 use crate::source::FileIdentity;
 use crate::store::{NewJob, StoreHandle};
 use crate::telemetry::{self, StderrWriter};
+use crate::upload::admit::{admit, Admission, Policy, Rerun};
+use crate::upload::setup::platform_setup;
 use crate::upload::{Engine, JobProgress, Outcome};
 
 pub async fn run(
@@ -58,16 +59,27 @@ pub async fn run(
         return Err(UsageError("--context must not be empty".into()).into());
     }
 
-    let (platform, emulator) = super::platform_setup(&config).await?;
+    let (platform, emulator) = platform_setup(&config).await?;
     let store = StoreHandle::open(config.state.dir.clone()).await?;
 
-    let ctx2 = context.clone();
-    let adapter = args.adapter;
-    let existing = store
-        .call(move |s| s.find_by_identity(&identity, &ctx2, adapter))
-        .await?;
-    let job_id = match existing {
-        Some(job) if job.state == JobState::Succeeded && !args.force => {
+    let file = NewJob {
+        path: path.clone(),
+        identity,
+        file_context: context,
+        is_adapter: args.adapter,
+        chunk_size: config.upload.chunk_size,
+        watch_dir: None,
+    };
+    let policy = Policy {
+        rerun: if args.force {
+            Rerun::Finished
+        } else {
+            Rerun::Failed
+        },
+        supersede_unless_running: None,
+    };
+    let job_id = match admit(&store, file, policy).await? {
+        Admission::Settled(job) => {
             eprintln!(
                 "{}: already imported (job {}); not uploading again (--force imports it again)",
                 path.display(),
@@ -76,7 +88,7 @@ pub async fn run(
             println!("{}", job.model_id.unwrap_or_default());
             return Ok(exit::SUCCESS);
         }
-        Some(job) if !job.state.is_terminal() => {
+        Admission::Resume(job) => {
             eprintln!(
                 "{}: resuming job {} ({}, {}/{} chunks acknowledged)",
                 path.display(),
@@ -87,17 +99,7 @@ pub async fn run(
             );
             job.id
         }
-        _ => {
-            let new = NewJob {
-                path: path.clone(),
-                identity,
-                file_context: context,
-                is_adapter: adapter,
-                chunk_size: config.upload.chunk_size,
-                watch_dir: None,
-            };
-            store.call(move |s| s.insert_job(&new)).await?
-        }
+        Admission::New { job, .. } => job.id,
     };
 
     let metrics = Arc::new(crate::metrics::Metrics::new());

@@ -7,11 +7,17 @@
 //! store alone after a crash at any point. Chunks are read with positioned
 //! reads, hashed (chunk and whole file) in the same pass, and up to
 //! `parallel_chunks` are in flight, with buffers reused from a small pool.
+//!
+//! Around the engine: [`admit`] decides whether a file becomes a new job or
+//! resumes one, and [`setup`] builds the platform client from the
+//! configuration; `upload` and the daemon share both.
 
+pub mod admit;
 mod backoff;
 mod hash;
 mod pipeline;
 mod plan;
+pub mod setup;
 
 use std::collections::HashMap;
 use std::sync::Arc;

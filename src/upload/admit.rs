@@ -1,0 +1,259 @@
+//! Admitting a file: whether it becomes a new job, resumes its unfinished
+//! job, or is already settled.
+//!
+//! `modelferry upload` and the daemon both admit files here, so one file gets
+//! the same answer from either. The newest job for the file's identity
+//! (device, inode, size, mtime) and import kind decides: an unfinished one is
+//! resumed (same session); a finished one is imported again only as far as
+//! the caller's [`Rerun`] rule allows. A new job may first supersede the
+//! never-started jobs of earlier versions of the file at the same path.
+//! Admission never runs a job: [`Engine::run_job`](super::Engine::run_job)
+//! takes the job's lock, so two processes that admit the same file never
+//! drive it at once.
+
+use crate::job::JobState;
+use crate::store::{Failure, Job, JobId, NewJob, StoreError, StoreHandle};
+
+/// Which finished jobs are imported again as a new job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rerun {
+    /// None: a known identity is never imported again (the daemon; a
+    /// rewritten file has a new identity).
+    Never,
+    /// A failed job, not a succeeded one (`upload`).
+    Failed,
+    /// Any finished job (`upload --force`).
+    Finished,
+}
+
+/// What admitting a file decided.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// The identity has a finished job that [`Rerun`] does not import again.
+    Settled(Job),
+    /// The identity has an unfinished job: it goes on from where it is.
+    Resume(Job),
+    /// A new, queued job; `superseded` lists the jobs of earlier versions of
+    /// the file that never started and are now failed.
+    New { job: Job, superseded: Vec<JobId> },
+}
+
+/// How a file is admitted.
+pub struct Policy<'a> {
+    pub rerun: Rerun,
+    /// When set, a queued job for an earlier version of the file at the same
+    /// path is failed as superseded before the new job is made, unless this
+    /// says the job is running (a running job fails on its own when it reads
+    /// the changed file).
+    pub supersede_unless_running: Option<&'a (dyn Fn(JobId) -> bool + Sync)>,
+}
+
+/// The error a superseded job is failed with.
+pub const SUPERSEDED: &str =
+    "superseded: the file changed before its upload started; the new version is a new job";
+
+/// Admits `file` under `policy`.
+pub async fn admit(
+    store: &StoreHandle,
+    file: NewJob,
+    policy: Policy<'_>,
+) -> Result<Admission, StoreError> {
+    let (identity, ctx, adapter) = (file.identity, file.file_context.clone(), file.is_adapter);
+    let known = store
+        .call(move |s| s.find_by_identity(&identity, &ctx, adapter))
+        .await?;
+    if let Some(job) = known {
+        let again = match job.state {
+            s if !s.is_terminal() => return Ok(Admission::Resume(job)),
+            JobState::Failed => policy.rerun != Rerun::Never,
+            _ => policy.rerun == Rerun::Finished,
+        };
+        if !again {
+            return Ok(Admission::Settled(job));
+        }
+    }
+    let mut superseded = Vec::new();
+    if let Some(running) = policy.supersede_unless_running {
+        let path = file.path.clone();
+        let older = store.call(move |s| s.unfinished_for_path(&path)).await?;
+        for old in older {
+            if old.state == JobState::Queued && !running(old.id) {
+                let id = old.id;
+                let f = Failure {
+                    error: SUPERSEDED.into(),
+                    stage: "read".into(),
+                    ..Default::default()
+                };
+                store.call(move |s| s.fail(id, &f)).await?;
+                superseded.push(id);
+            }
+        }
+    }
+    let job = store
+        .call(move |s| s.insert_job(&file).and_then(|id| s.job(id)))
+        .await?;
+    Ok(Admission::New { job, superseded })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::source::FileIdentity;
+    use crate::store::{SessionRecord, Store};
+
+    fn file(mtime_ns: i64) -> NewJob {
+        NewJob {
+            path: PathBuf::from("/drop/m.tar"),
+            identity: FileIdentity {
+                dev: 1,
+                ino: 2,
+                size: 10,
+                mtime_ns,
+            },
+            file_context: "model".into(),
+            is_adapter: false,
+            chunk_size: 1024,
+            watch_dir: Some(PathBuf::from("/drop")),
+        }
+    }
+
+    fn policy(rerun: Rerun) -> Policy<'static> {
+        Policy {
+            rerun,
+            supersede_unless_running: None,
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, StoreHandle) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreHandle::new(Store::open(dir.path()).unwrap());
+        (dir, store)
+    }
+
+    async fn new_id(store: &StoreHandle, f: NewJob, rerun: Rerun) -> JobId {
+        match admit(store, f, policy(rerun)).await.unwrap() {
+            Admission::New { job, superseded } => {
+                assert!(superseded.is_empty());
+                job.id
+            }
+            other => panic!("expected a new job, got {other:?}"),
+        }
+    }
+
+    async fn finish(store: &StoreHandle, id: JobId, succeed: bool) {
+        store
+            .call(move |s| {
+                if !succeed {
+                    return s.fail(id, &Failure::default());
+                }
+                let session = SessionRecord {
+                    session_id: "s".into(),
+                    started_at: SystemTime::now(),
+                    expires_at: Some(SystemTime::now() + Duration::from_secs(600)),
+                };
+                s.start_session(id, &session, "m")?;
+                s.begin_complete(id, "00")?;
+                s.set_importing(id, "d", Some("m"))?;
+                s.succeed(id, Some("m"))
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn admitted(store: &StoreHandle, rerun: Rerun) -> Admission {
+        admit(store, file(1), policy(rerun)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unknown_file_is_a_new_queued_job() {
+        let (_d, store) = store().await;
+        let id = new_id(&store, file(1), Rerun::Never).await;
+        let job = store.call(move |s| s.job(id)).await.unwrap();
+        assert_eq!(job.state, JobState::Queued);
+        assert_eq!(job.watch_dir, Some(PathBuf::from("/drop")));
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_job_resumes_under_every_rule() {
+        let (_d, store) = store().await;
+        let id = new_id(&store, file(1), Rerun::Never).await;
+        for rerun in [Rerun::Never, Rerun::Failed, Rerun::Finished] {
+            match admitted(&store, rerun).await {
+                Admission::Resume(job) => assert_eq!(job.id, id),
+                other => panic!("{rerun:?}: expected resume, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_succeeded_job_is_imported_again_only_when_forced() {
+        let (_d, store) = store().await;
+        let id = new_id(&store, file(1), Rerun::Failed).await;
+        finish(&store, id, true).await;
+        for rerun in [Rerun::Never, Rerun::Failed] {
+            match admitted(&store, rerun).await {
+                Admission::Settled(job) => assert_eq!(job.id, id),
+                other => panic!("{rerun:?}: expected settled, got {other:?}"),
+            }
+        }
+        assert_ne!(new_id(&store, file(1), Rerun::Finished).await, id);
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_is_tried_again_except_by_the_daemon() {
+        let (_d, store) = store().await;
+        let id = new_id(&store, file(1), Rerun::Failed).await;
+        finish(&store, id, false).await;
+        assert!(matches!(
+            admitted(&store, Rerun::Never).await,
+            Admission::Settled(job) if job.id == id
+        ));
+        let again = new_id(&store, file(1), Rerun::Failed).await;
+        assert_ne!(again, id);
+        // The newest job for the identity decides from now on.
+        assert!(matches!(
+            admitted(&store, Rerun::Failed).await,
+            Admission::Resume(job) if job.id == again
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_new_version_supersedes_queued_jobs_that_are_not_running() {
+        let (_d, store) = store().await;
+        let idle = new_id(&store, file(1), Rerun::Never).await;
+        let running = new_id(&store, file(2), Rerun::Never).await;
+        let is_running = move |id: JobId| id == running;
+        let admission = admit(
+            &store,
+            file(3),
+            Policy {
+                rerun: Rerun::Never,
+                supersede_unless_running: Some(&is_running),
+            },
+        )
+        .await
+        .unwrap();
+        let Admission::New { superseded, .. } = admission else {
+            panic!("expected a new job, got {admission:?}");
+        };
+        assert_eq!(superseded, vec![idle]);
+        let old = store.call(move |s| s.job(idle)).await.unwrap();
+        assert_eq!(old.state, JobState::Failed);
+        assert_eq!(old.error.as_deref(), Some(SUPERSEDED));
+        assert_eq!(old.error_stage.as_deref(), Some("read"));
+        let kept = store.call(move |s| s.job(running)).await.unwrap();
+        assert_eq!(kept.state, JobState::Queued);
+    }
+
+    #[tokio::test]
+    async fn without_superseding_earlier_versions_are_left_alone() {
+        let (_d, store) = store().await;
+        let first = new_id(&store, file(1), Rerun::Failed).await;
+        new_id(&store, file(2), Rerun::Failed).await;
+        let job = store.call(move |s| s.job(first)).await.unwrap();
+        assert_eq!(job.state, JobState::Queued);
+    }
+}
