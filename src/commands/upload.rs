@@ -17,10 +17,10 @@ use super::UsageError;
 use crate::cli::UploadArgs;
 use crate::config::Config;
 use crate::exit;
-use crate::job::JobState;
+use crate::job::{JobState, NewJob};
 use crate::progress;
 use crate::source::FileIdentity;
-use crate::store::{NewJob, StoreHandle};
+use crate::store::Store;
 use crate::telemetry::{self, StderrWriter};
 use crate::upload::{Engine, JobProgress, Outcome};
 
@@ -59,13 +59,10 @@ pub async fn run(
     }
 
     let (platform, emulator) = super::platform_setup(&config).await?;
-    let store = StoreHandle::open(config.state.dir.clone()).await?;
+    let store = Store::open(config.state.dir.clone()).await?;
 
-    let ctx2 = context.clone();
     let adapter = args.adapter;
-    let existing = store
-        .call(move |s| s.find_by_identity(&identity, &ctx2, adapter))
-        .await?;
+    let existing = store.find_by_identity(&identity, &context, adapter).await?;
     let job_id = match existing {
         Some(job) if job.state == JobState::Succeeded && !args.force => {
             eprintln!(
@@ -96,7 +93,7 @@ pub async fn run(
                 chunk_size: config.upload.chunk_size,
                 watch_dir: None,
             };
-            store.call(move |s| s.insert_job(&new)).await?
+            store.admit(&new).await?
         }
     };
 
@@ -132,7 +129,7 @@ pub async fn run(
         emu.shutdown().await;
     }
 
-    let job = store.call(move |s| s.job(job_id)).await?;
+    let job = store.job(job_id).await?;
     Ok(match outcome {
         Outcome::Succeeded { .. } => {
             eprintln!("{}: imported (job {})", path.display(), job.id);

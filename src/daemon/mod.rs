@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, WatchConfig};
-use crate::job::JobState;
+use crate::job::{Failure, FilingState, Job, JobId, JobState, NewJob, Stage};
 use crate::metrics::Metrics;
-use crate::store::{FilingState, Job, JobId, NewJob, StoreError, StoreHandle};
+use crate::store::{Store, StoreError};
 use crate::systemd;
-use crate::upload::{Engine, JobProgress, Outcome};
+use crate::upload::{Engine, EngineError, JobProgress, Outcome};
 use crate::watch::{Candidate, Watcher};
 
 /// Scheduler housekeeping period (watchdog, pauses, delayed retries).
@@ -48,14 +48,14 @@ type QueueKey = (u8, i64, JobId);
 
 struct Scheduler {
     config: Config,
-    store: StoreHandle,
+    store: Store,
     engine: Engine,
     metrics: Arc<Metrics>,
     queue: BTreeSet<QueueKey>,
     queued: HashMap<JobId, QueueKey>,
     names: HashMap<JobId, String>,
     running: HashMap<JobId, Running>,
-    workers: JoinSet<(JobId, Result<Outcome, StoreError>)>,
+    workers: JoinSet<(JobId, Result<Outcome, EngineError>)>,
     /// Jobs to queue again at an instant (after a local error).
     delayed: Vec<(Instant, JobId)>,
     auth_paused_until: Option<Instant>,
@@ -82,7 +82,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             })?;
         }
     }
-    let store = StoreHandle::open(config.state.dir.clone()).await?;
+    let store = Store::open(config.state.dir.clone()).await?;
     let metrics = Arc::new(Metrics::new());
     let (platform, emulator) = crate::commands::platform_setup(&config).await?;
     let engine = Engine::new(
@@ -159,7 +159,7 @@ impl Scheduler {
 
     /// Unfinished jobs go back into the queue; unfinished filings are done.
     async fn recover(&mut self) -> anyhow::Result<()> {
-        let unfinished = self.store.call(|s| s.unfinished()).await?;
+        let unfinished = self.store.unfinished().await?;
         let mut resumed = 0;
         for job in &unfinished {
             if job.watch_dir.is_none() {
@@ -270,11 +270,9 @@ impl Scheduler {
         let Some(w) = self.config.watch.get(c.watch).cloned() else {
             return Ok(());
         };
-        let identity = c.identity;
-        let (ctx, adapter) = (w.file_context.clone(), w.is_adapter);
         let known = self
             .store
-            .call(move |s| s.find_by_identity(&identity, &ctx, adapter))
+            .find_by_identity(&c.identity, &w.file_context, w.is_adapter)
             .await?;
         if let Some(job) = known {
             debug!(job_id = job.id, path = %c.path.display(), state = %job.state, "file already known");
@@ -282,24 +280,26 @@ impl Scheduler {
         }
         // A queued job for an earlier version of this file never started:
         // the new version replaces it.
-        let path = c.path.clone();
-        let older = self
-            .store
-            .call(move |s| s.unfinished_for_path(&path))
-            .await?;
+        let older = self.store.unfinished_for_path(&c.path).await?;
         for old in older {
             if old.state == JobState::Queued && !self.running.contains_key(&old.id) {
+                // A process running the job (an `upload`) keeps it.
+                let hold = match self.store.hold(old.id).await {
+                    Ok(hold) => hold,
+                    Err(StoreError::Busy(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                };
                 if let Some(key) = self.queued.remove(&old.id) {
                     self.queue.remove(&key);
                 }
                 self.names.remove(&old.id);
-                let f = crate::store::Failure {
-                    error: "superseded: the file changed before its upload started; the new version is a new job".into(),
-                    stage: "read".into(),
-                    ..Default::default()
-                };
-                let id = old.id;
-                self.store.call(move |s| s.fail(id, &f)).await?;
+                let f = Failure::new(
+                    Stage::Read,
+                    "superseded: the file changed before its upload started; the new version is a new job",
+                );
+                self.store.fail(old.id, &hold, &f).await?;
+                hold.finished();
+                self.store.release(hold).await;
             }
         }
         let new = NewJob {
@@ -310,9 +310,9 @@ impl Scheduler {
             chunk_size: self.config.upload.chunk_size,
             watch_dir: Some(w.dir.clone()),
         };
-        let id = self.store.call(move |s| s.insert_job(&new)).await?;
+        let id = self.store.admit(&new).await?;
         info!(job_id = id, path = %c.path.display(), size = c.identity.size, "new file queued");
-        let job = self.store.call(move |s| s.job(id)).await?;
+        let job = self.store.job(id).await?;
         self.enqueue(&job);
         Ok(())
     }
@@ -357,7 +357,7 @@ impl Scheduler {
     async fn on_finished(
         &mut self,
         id: JobId,
-        result: Result<Outcome, StoreError>,
+        result: Result<Outcome, EngineError>,
     ) -> anyhow::Result<()> {
         let started = self.running.remove(&id).map(|r| r.started);
         match result {
@@ -372,7 +372,7 @@ impl Scheduler {
                     .push((Instant::now() + Duration::from_secs(30), id));
             }
             Ok(Outcome::Interrupted) => {
-                let job = self.store.call(move |s| s.job(id)).await?;
+                let job = self.store.job(id).await?;
                 if !job.state.is_terminal() {
                     self.enqueue(&job);
                 }
@@ -383,7 +383,7 @@ impl Scheduler {
                     .is_some_and(|k| started.is_none_or(|s| k >= s)) =>
             {
                 // Rejected with the key SIGHUP has since replaced: try the new one.
-                let job = self.store.call(move |s| s.job(id)).await?;
+                let job = self.store.job(id).await?;
                 self.enqueue(&job);
             }
             Ok(Outcome::AuthRejected(msg)) => {
@@ -397,7 +397,7 @@ impl Scheduler {
                 }
                 self.auth_paused_until = Some(Instant::now() + wait);
                 self.metrics.api_key_rejected.set(1);
-                let job = self.store.call(move |s| s.job(id)).await?;
+                let job = self.store.job(id).await?;
                 self.enqueue(&job);
                 // Jobs still running will meet the same answer; let them.
             }
@@ -405,7 +405,7 @@ impl Scheduler {
                 if self.auth_paused_until.take().is_some() {
                     self.metrics.api_key_rejected.set(0);
                 }
-                let job = self.store.call(move |s| s.job(id)).await?;
+                let job = self.store.job(id).await?;
                 self.file(job).await?;
                 self.refresh_gauges().await;
             }
@@ -424,10 +424,8 @@ impl Scheduler {
             Some(f) => Ok(f.dest.clone()),
             None => match settle::plan(&job, &watch) {
                 settle::Plan::Skip => {
-                    self.store.call(move |s| s.plan_filing(id, None)).await?;
-                    self.store
-                        .call(move |s| s.finish_filing(id, FilingState::Skipped))
-                        .await?;
+                    self.store.plan_filing(id, None).await?;
+                    self.store.finish_filing(id, FilingState::Skipped).await?;
                     info!(
                         job_id = id,
                         "file changed during its upload; it starts over as a new job"
@@ -438,10 +436,7 @@ impl Scheduler {
                     let j = job.clone();
                     match tokio::task::spawn_blocking(move || settle::choose(&j, &dir)).await? {
                         Ok(dest) => {
-                            let d = dest.clone();
-                            self.store
-                                .call(move |s| s.plan_filing(id, Some(&d)))
-                                .await?;
+                            self.store.plan_filing(id, Some(&dest)).await?;
                             Ok(Some(dest))
                         }
                         Err(e) => Err(e.to_string()),
@@ -463,22 +458,20 @@ impl Scheduler {
         };
         match outcome {
             Ok((state, dest)) => {
-                self.store.call(move |s| s.finish_filing(id, state)).await?;
+                self.store.finish_filing(id, state).await?;
                 info!(job_id = id, state = %job.state, to = %dest.display(), "filed");
             }
             Err(e) => {
                 warn!(job_id = id, error = %e, "cannot file the finished job; will retry");
                 let m = format!("filing: {e}");
-                self.store
-                    .call(move |s| s.note_filing_error(id, &m))
-                    .await?;
+                self.store.note_filing_error(id, &m).await?;
             }
         }
         Ok(())
     }
 
     async fn retry_filings(&mut self) -> anyhow::Result<()> {
-        let jobs = self.store.call(|s| s.unfiled()).await?;
+        let jobs = self.store.unfiled().await?;
         for job in jobs {
             self.file(job).await?;
         }
@@ -492,7 +485,7 @@ impl Scheduler {
     }
 
     async fn refresh_gauges(&self) {
-        match self.store.call(|s| s.count_by_state()).await {
+        match self.store.count_by_state().await {
             Ok(counts) => self.metrics.set_jobs(&counts),
             Err(e) => warn!(error = %e, "cannot count jobs for metrics"),
         }
@@ -512,7 +505,7 @@ impl Scheduler {
             .collect();
         self.delayed.retain(|(t, _)| *t > now);
         for id in due {
-            let job = self.store.call(move |s| s.job(id)).await?;
+            let job = self.store.job(id).await?;
             if !job.state.is_terminal() {
                 self.enqueue(&job);
             }
