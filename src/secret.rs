@@ -4,6 +4,12 @@
 //! the text is `expose()`, which the platform client calls when it builds the
 //! `x-api-key` header. Loading the key (env, systemd credential, key file) lives
 //! in `config`, the only module that reads the environment.
+//!
+//! Hand-written rather than the `secrecy` crate: this is the whole of it (a
+//! redacting `Debug`/`Display`, an explicit `expose`, and trimming a key
+//! file's newline, which `secrecy` would leave to every caller), tested
+//! below. `secrecy`'s remaining gain, zeroizing on drop, buys little here:
+//! the key is copied into every request's header value, which is not.
 
 use std::fmt;
 
