@@ -6,7 +6,8 @@
 //!   [`exit`]: exit codes.
 //! - [`config`]: the TOML file and environment, validated; [`secret`]: the API key.
 //! - [`platform`]: the platform client (all HTTP to the platform).
-//! - [`store`]: the state database (all SQLite); [`job`]: job states and rules.
+//! - [`job`]: the domain model (jobs, states, filing, the rules for each);
+//!   [`store`]: where jobs are kept (the one store interface; all SQLite).
 //! - [`source`]: the source file's identity and positioned reads.
 //! - [`upload`]: the engine that carries a job from start to final answer.
 //! - [`progress`]: progress bar and lines; [`telemetry`]: logging;

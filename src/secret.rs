@@ -6,6 +6,12 @@
 //! else wrote (the platform's answers). Loading the key (env, systemd
 //! credential, key file) lives in `config`, the only module that reads the
 //! environment.
+//!
+//! Hand-written rather than the `secrecy` crate: this is the whole of it (a
+//! redacting `Debug`/`Display`, an explicit `expose`, redaction of echoes,
+//! and trimming a key file's newline), tested below. `secrecy`'s remaining
+//! gain, zeroizing on drop, buys little here: the key is copied into every
+//! request's header value, which is not.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -29,12 +29,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use modelferry::config::UploadConfig;
-use modelferry::job::JobState;
+use modelferry::job::{JobState, NewJob};
 use modelferry::metrics::Metrics;
 use modelferry::platform::{ClientSettings, PlatformClient};
 use modelferry::secret::Secret;
 use modelferry::source::FileIdentity;
-use modelferry::store::{NewJob, StoreHandle};
+use modelferry::store::Store;
 use modelferry::upload::{Engine, JobProgress, Outcome};
 
 use crate::measure::{peak_rss_kib, Mark, RowResult};
@@ -232,7 +232,7 @@ async fn modelferry(row: &Row) -> anyhow::Result<RowResult> {
     let state = tempfile::Builder::new()
         .prefix("row-state-")
         .tempdir_in(&row.dir)?;
-    let store = StoreHandle::open(state.path().join("state")).await?;
+    let store = Store::open(state.path().join("state")).await?;
     let identity = FileIdentity::of_path(&row.file)?;
     let new = NewJob {
         path: std::path::absolute(&row.file)?,
@@ -242,7 +242,7 @@ async fn modelferry(row: &Row) -> anyhow::Result<RowResult> {
         chunk_size: row.chunk_size,
         watch_dir: None,
     };
-    let id = store.call(move |s| s.insert_job(&new)).await?;
+    let id = store.admit(&new).await?;
     let platform = PlatformClient::new(
         &ClientSettings {
             base_url: reqwest::Url::parse(&row.url)?,
@@ -284,7 +284,7 @@ async fn modelferry(row: &Row) -> anyhow::Result<RowResult> {
         last.context("never saw the upload end")?,
     );
     let (secs, cpu_secs) = first.until(&last);
-    let job = store.call(move |s| s.job(id)).await?;
+    let job = store.job(id).await?;
     Ok(RowResult {
         bytes: identity.size,
         secs,

@@ -12,8 +12,9 @@ use anyhow::{bail, Context};
 use tokio::net::UnixDatagram;
 use tokio::process::Command;
 
+use modelferry::job::{ChunkAck, FilingState, HashCheckpoint, NewJob, SessionRecord};
 use modelferry::source::FileIdentity;
-use modelferry::store::{ChunkAck, FilingState, HashCheckpoint, NewJob, SessionRecord, Store};
+use modelferry::store::Store;
 
 use crate::clients::API_KEY;
 use crate::emulator::EmulatorProc;
@@ -51,7 +52,7 @@ impl Timing {
 /// Fills `dir/modelferry.db` with `jobs` succeeded jobs of `job_chunks`
 /// chunks each: daemon jobs (filed) with made-up identities, and last the
 /// job of `imported`, a real file, as `upload` leaves it.
-fn populate(
+async fn populate(
     dir: &Path,
     jobs: u64,
     job_chunks: u64,
@@ -59,7 +60,7 @@ fn populate(
     watch_dir: &Path,
     imported: &Path,
 ) -> anyhow::Result<()> {
-    let mut store = Store::open(dir)?;
+    let store = Store::open(dir.to_path_buf()).await?;
     let now = SystemTime::now();
     let real = FileIdentity::of_path(imported)?;
     for i in 0..jobs {
@@ -89,13 +90,16 @@ fn populate(
             }
         };
         let size = new.identity.size;
-        let id = store.insert_job(&new)?;
+        let id = store.admit(&new).await?;
+        let hold = store.hold(id).await?;
         let session = SessionRecord {
             session_id: format!("bench-session-{i:05}"),
             started_at: now,
             expires_at: Some(now + Duration::from_secs(600)),
         };
-        store.start_session(id, &session, &format!("cm-bench-{i:05}"))?;
+        store
+            .start_session(id, &hold, &session, &format!("cm-bench-{i:05}"))
+            .await?;
         let chunks = size.div_ceil(chunk_size);
         for idx in 0..chunks {
             let ack = ChunkAck {
@@ -107,15 +111,23 @@ fn populate(
                 chunks: idx + 1,
                 state: vec![0x5a; 40],
             };
-            store.ack_chunk(id, &session.session_id, &ack, Some(&checkpoint))?;
+            store
+                .ack_chunk(id, &hold, &session.session_id, &ack, Some(&checkpoint))
+                .await?;
         }
-        store.begin_complete(id, &format!("{:064x}", i))?;
-        store.set_importing(id, &format!("ds-bench-{i:05}"), None)?;
-        store.succeed(id, None)?;
+        store
+            .begin_complete(id, &hold, &format!("{:064x}", i))
+            .await?;
+        store
+            .set_importing(id, &hold, &format!("ds-bench-{i:05}"), None)
+            .await?;
+        store.succeed(id, &hold, None).await?;
+        hold.finished();
+        store.release(hold).await;
         if !last {
             let dest = watch_dir.join("done").join(format!("model-{i:05}.tar"));
-            store.plan_filing(id, Some(&dest))?;
-            store.finish_filing(id, FilingState::Done)?;
+            store.plan_filing(id, Some(&dest)).await?;
+            store.finish_filing(id, FilingState::Done).await?;
         }
     }
     Ok(())
@@ -272,8 +284,7 @@ pub async fn measure(
         dir.join("drop"),
         imported.clone(),
     );
-    tokio::task::spawn_blocking(move || populate(&sdir, jobs, job_chunks, chunk_size, &wdir, &imp))
-        .await??;
+    populate(&sdir, jobs, job_chunks, chunk_size, &wdir, &imp).await?;
     let populate_secs = t0.elapsed().as_secs_f64();
     let state = dir.join("state");
     std::fs::DirBuilder::new().recursive(true).create(&state)?;

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::exit;
-use crate::store::{Job, StoreHandle};
+use crate::job::Job;
+use crate::store::Store;
 
 /// One job as `status --json` prints it.
 #[derive(Debug, Serialize)]
@@ -69,7 +70,7 @@ impl From<&Job> for JobView {
             dock_status_id: j.dock_status_id.clone(),
             sha256: j.sha256.clone(),
             error: j.error.clone(),
-            error_stage: j.error_stage.clone(),
+            error_stage: j.error_stage.map(|s| s.as_str().to_string()),
             http_status: j.http_status,
             platform_message: j.platform_message.clone(),
             attempts: j.attempts,
@@ -93,8 +94,8 @@ impl From<&Job> for JobView {
 
 pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
     let jobs = if config.database_path().exists() {
-        let store = StoreHandle::open(config.state.dir.clone()).await?;
-        store.call(|s| s.jobs()).await?
+        let store = Store::open(config.state.dir.clone()).await?;
+        store.jobs().await?
     } else {
         Vec::new()
     };

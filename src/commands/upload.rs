@@ -17,9 +17,10 @@ use super::UsageError;
 use crate::cli::UploadArgs;
 use crate::config::Config;
 use crate::exit;
+use crate::job::NewJob;
 use crate::progress;
 use crate::source::FileIdentity;
-use crate::store::{NewJob, StoreHandle};
+use crate::store::Store;
 use crate::telemetry::{self, StderrWriter};
 use crate::upload::admit::{admit, Admission, Policy, Rerun};
 use crate::upload::setup::platform_setup;
@@ -60,7 +61,7 @@ pub async fn run(
     }
 
     let (platform, emulator) = platform_setup(&config).await?;
-    let store = StoreHandle::open(config.state.dir.clone()).await?;
+    let store = Store::open(config.state.dir.clone()).await?;
 
     let file = NewJob {
         path: path.clone(),
@@ -134,7 +135,7 @@ pub async fn run(
         emu.shutdown().await;
     }
 
-    let job = store.call(move |s| s.job(job_id)).await?;
+    let job = store.job(job_id).await?;
     Ok(match outcome {
         Outcome::Succeeded { .. } => {
             eprintln!("{}: imported (job {})", path.display(), job.id);

@@ -19,20 +19,21 @@ use tracing::{info, warn};
 
 use super::settle;
 use crate::config::{Config, WatchConfig};
-use crate::store::{FilingState, Job, StoreHandle};
+use crate::job::{FilingState, Job};
+use crate::store::Store;
 
 /// Longest wait before failed filings are tried again.
 const MAX_RETRY_EVERY: Duration = Duration::from_secs(30);
 
 pub struct Filer {
-    store: StoreHandle,
+    store: Store,
     watches: Vec<WatchConfig>,
     retry_every: Duration,
     next_retry: Instant,
 }
 
 impl Filer {
-    pub fn new(store: StoreHandle, watches: Vec<WatchConfig>, rescan_interval: Duration) -> Self {
+    pub fn new(store: Store, watches: Vec<WatchConfig>, rescan_interval: Duration) -> Self {
         Filer {
             store,
             watches,
@@ -61,10 +62,8 @@ impl Filer {
                 // `plan` looks at the file (lstat).
                 match tokio::task::spawn_blocking(move || settle::plan(&j, &w)).await? {
                     settle::Plan::Skip => {
-                        self.store.call(move |s| s.plan_filing(id, None)).await?;
-                        self.store
-                            .call(move |s| s.finish_filing(id, FilingState::Skipped))
-                            .await?;
+                        self.store.plan_filing(id, None).await?;
+                        self.store.finish_filing(id, FilingState::Skipped).await?;
                         info!(
                             job_id = id,
                             "file changed during its upload; it starts over as a new job"
@@ -75,10 +74,7 @@ impl Filer {
                         let j = job.clone();
                         match tokio::task::spawn_blocking(move || settle::choose(&j, &dir)).await? {
                             Ok(dest) => {
-                                let d = dest.clone();
-                                self.store
-                                    .call(move |s| s.plan_filing(id, Some(&d)))
-                                    .await?;
+                                self.store.plan_filing(id, Some(&dest)).await?;
                                 Ok(Some(dest))
                             }
                             Err(e) => Err(e.to_string()),
@@ -101,15 +97,13 @@ impl Filer {
         };
         match outcome {
             Ok((state, dest)) => {
-                self.store.call(move |s| s.finish_filing(id, state)).await?;
+                self.store.finish_filing(id, state).await?;
                 info!(job_id = id, state = %job.state, to = %dest.display(), "filed");
             }
             Err(e) => {
                 warn!(job_id = id, error = %e, "cannot file the finished job; will retry");
                 let m = format!("filing: {e}");
-                self.store
-                    .call(move |s| s.note_filing_error(id, &m))
-                    .await?;
+                self.store.note_filing_error(id, &m).await?;
             }
         }
         Ok(())
@@ -117,7 +111,7 @@ impl Filer {
 
     /// Files every finished job whose filing is not done.
     pub async fn retry_filings(&mut self) -> anyhow::Result<()> {
-        let jobs = self.store.call(|s| s.unfiled()).await?;
+        let jobs = self.store.unfiled().await?;
         for job in jobs {
             self.file(job).await?;
         }
@@ -154,17 +148,17 @@ pub fn create_filing_dirs(config: &Config) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::config::AfterSuccess;
+    use crate::job::{Failure, JobId, NewJob, Stage};
     use crate::source::FileIdentity;
-    use crate::store::{Failure, JobId, NewJob, Store};
 
     struct Fixture {
         _dir: tempfile::TempDir,
         drop: PathBuf,
         watch: WatchConfig,
-        store: StoreHandle,
+        store: Store,
     }
 
-    fn fixture() -> Fixture {
+    async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let drop = dir.path().join("drop");
         std::fs::create_dir(&drop).unwrap();
@@ -179,7 +173,7 @@ mod tests {
             after_success: AfterSuccess::Move,
             poll_only: false,
         };
-        let store = StoreHandle::new(Store::open(&dir.path().join("state")).unwrap());
+        let store = Store::open(dir.path().join("state")).await.unwrap();
         Fixture {
             _dir: dir,
             drop,
@@ -189,7 +183,7 @@ mod tests {
     }
 
     /// A job for a file in the drop folder, failed at `stage`.
-    async fn failed_job(f: &Fixture, name: &str, stage: &str) -> JobId {
+    async fn failed_job(f: &Fixture, name: &str, stage: Stage) -> JobId {
         let path = f.drop.join(name);
         std::fs::write(&path, b"tar").unwrap();
         let new = NewJob {
@@ -200,23 +194,17 @@ mod tests {
             chunk_size: 1024,
             watch_dir: Some(f.drop.clone()),
         };
-        let failure = Failure {
-            error: "boom".into(),
-            stage: stage.into(),
-            ..Default::default()
-        };
-        f.store
-            .call(move |s| {
-                let id = s.insert_job(&new)?;
-                s.fail(id, &failure)?;
-                Ok(id)
-            })
-            .await
-            .unwrap()
+        let id = f.store.admit(&new).await.unwrap();
+        let hold = f.store.hold(id).await.unwrap();
+        let failure = Failure::new(stage, "boom");
+        f.store.fail(id, &hold, &failure).await.unwrap();
+        hold.finished();
+        f.store.release(hold).await;
+        id
     }
 
     async fn job(f: &Fixture, id: JobId) -> Job {
-        f.store.call(move |s| s.job(id)).await.unwrap()
+        f.store.job(id).await.unwrap()
     }
 
     fn filer(f: &Fixture) -> Filer {
@@ -229,8 +217,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_job_goes_to_failed_with_its_receipt_once() {
-        let f = fixture();
-        let id = failed_job(&f, "m.tar", "platform").await;
+        let f = fixture().await;
+        let id = failed_job(&f, "m.tar", Stage::Import).await;
         let filer = filer(&f);
         filer.file(job(&f, id).await).await.unwrap();
         let failed = &f.watch.failed_dir;
@@ -249,8 +237,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_changed_under_its_upload_is_left_for_its_new_job() {
-        let f = fixture();
-        let id = failed_job(&f, "m.tar", "read").await;
+        let f = fixture().await;
+        let id = failed_job(&f, "m.tar", Stage::Read).await;
         std::fs::write(f.drop.join("m.tar"), b"rewritten, longer").unwrap();
         filer(&f).file(job(&f, id).await).await.unwrap();
         assert!(f.drop.join("m.tar").exists());
@@ -261,8 +249,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_from_a_folder_no_longer_configured_is_left_alone() {
-        let f = fixture();
-        let id = failed_job(&f, "m.tar", "platform").await;
+        let f = fixture().await;
+        let id = failed_job(&f, "m.tar", Stage::Import).await;
         let filer = Filer::new(f.store.clone(), Vec::new(), Duration::from_secs(60));
         filer.file(job(&f, id).await).await.unwrap();
         assert!(f.drop.join("m.tar").exists());
@@ -271,8 +259,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_filing_is_recorded_and_retried_when_due() {
-        let mut f = fixture();
-        let id = failed_job(&f, "m.tar", "platform").await;
+        let mut f = fixture().await;
+        let id = failed_job(&f, "m.tar", Stage::Import).await;
         // The failed folder cannot be made while a file holds its parent's name.
         let blocker = f.drop.join("blocker");
         std::fs::write(&blocker, b"").unwrap();
@@ -304,9 +292,9 @@ mod tests {
         assert_eq!(filed.filing_error, None);
     }
 
-    #[test]
-    fn failed_filings_are_retried_at_least_every_30_seconds() {
-        let f = fixture();
+    #[tokio::test]
+    async fn failed_filings_are_retried_at_least_every_30_seconds() {
+        let f = fixture().await;
         let slow = Filer::new(f.store.clone(), Vec::new(), Duration::from_secs(600));
         assert_eq!(slow.retry_every, MAX_RETRY_EVERY);
         let quick = Filer::new(f.store.clone(), Vec::new(), Duration::from_secs(2));

@@ -44,11 +44,13 @@ use self::queue::Queue;
 use self::status_line::StatusReport;
 use self::workers::Workers;
 use crate::config::Config;
+use crate::job::{Job, JobId, NewJob};
 use crate::metrics::Metrics;
-use crate::store::{Job, JobId, NewJob, StoreError, StoreHandle};
+use crate::store::{Store, StoreError};
 use crate::systemd;
 use crate::upload::admit::{admit, Admission, Policy, Rerun};
 use crate::upload::setup::platform_setup;
+use crate::upload::EngineError;
 use crate::upload::{Engine, Outcome};
 use crate::watch::{Candidate, Watcher};
 
@@ -65,7 +67,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let config = Arc::new(config);
     let c = config.clone();
     tokio::task::spawn_blocking(move || filing_step::create_filing_dirs(&c)).await??;
-    let store = StoreHandle::open(config.state.dir.clone()).await?;
+    let store = Store::open(config.state.dir.clone()).await?;
     let metrics = Arc::new(Metrics::new());
     let (platform, emulator) = platform_setup(&config).await?;
     let engine = Engine::new(
@@ -118,7 +120,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
 struct Daemon {
     config: Arc<Config>,
-    store: StoreHandle,
+    store: Store,
     engine: Engine,
     metrics: Arc<Metrics>,
     queue: Queue,
@@ -131,7 +133,7 @@ struct Daemon {
 impl Daemon {
     /// Unfinished jobs go back into the queue; unfinished filings are done.
     async fn recover(&mut self) -> anyhow::Result<()> {
-        let unfinished = self.store.call(|s| s.unfinished()).await?;
+        let unfinished = self.store.unfinished().await?;
         let mut resumed = 0;
         for job in &unfinished {
             if job.watch_dir.is_none() {
@@ -259,7 +261,7 @@ impl Daemon {
     async fn on_finished(
         &mut self,
         id: JobId,
-        result: Result<Outcome, StoreError>,
+        result: Result<Outcome, EngineError>,
     ) -> anyhow::Result<()> {
         let started = self.queue.finished(id);
         match result {
@@ -297,7 +299,7 @@ impl Daemon {
     }
 
     async fn job(&self, id: JobId) -> Result<Job, StoreError> {
-        self.store.call(move |s| s.job(id)).await
+        self.store.job(id).await
     }
 
     /// Queues job `id` again unless it has finished meanwhile.
@@ -310,7 +312,7 @@ impl Daemon {
     }
 
     async fn refresh_gauges(&self) {
-        match self.store.call(|s| s.count_by_state()).await {
+        match self.store.count_by_state().await {
             Ok(counts) => self.metrics.set_jobs(&counts),
             Err(e) => warn!(error = %e, "cannot count jobs for metrics"),
         }

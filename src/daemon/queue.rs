@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::JobState;
-use crate::store::{Job, JobId};
+use crate::job::{Job, JobId};
 use crate::upload::JobProgress;
 
 /// Dispatch order: (0 if under way, else 1; file mtime; job id).
@@ -181,13 +181,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::job::NewJob;
     use crate::source::FileIdentity;
-    use crate::store::{NewJob, Store};
+    use crate::store::SqliteStore;
 
     /// A job as the store makes it, with the fields the queue reads set.
     fn job(id: JobId, mtime_ns: i64, state: JobState) -> Job {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
         let new = NewJob {
             path: PathBuf::from(format!("/drop/{id}.tar")),
             identity: FileIdentity {
@@ -201,7 +202,7 @@ mod tests {
             chunk_size: 1,
             watch_dir: Some(PathBuf::from("/drop")),
         };
-        let stored = store.insert_job(&new).unwrap();
+        let stored = store.admit(&new).unwrap();
         let mut job = store.job(stored).unwrap();
         job.id = id;
         job.state = state;

@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{AfterSuccess, WatchConfig};
 use crate::filing::{self, ErrorReceipt, SuccessReceipt};
-use crate::job::JobState;
+use crate::job::{FilingState, Job, JobState, Stage};
 use crate::source::FileIdentity;
-use crate::store::{FilingState, Job};
 
 /// What filing a job should do, decided from the job alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,9 +33,7 @@ pub fn plan(job: &Job, watch: &WatchConfig) -> Plan {
         JobState::Succeeded => Plan::Into(watch.done_dir.clone()),
         // A file that changed under its upload starts over as a new job;
         // the failed job leaves it where it is.
-        JobState::Failed if job.error_stage.as_deref() == Some("read") && changed(job) => {
-            Plan::Skip
-        }
+        JobState::Failed if job.error_stage == Some(Stage::Read) && changed(job) => Plan::Skip,
         _ => Plan::Into(watch.failed_dir.clone()),
     }
 }
@@ -104,7 +101,10 @@ pub fn execute(job: &Job, watch: &WatchConfig, dest: &Path) -> std::io::Result<F
         JobState::Failed => {
             let receipt = ErrorReceipt {
                 error: job.error.clone().unwrap_or_default(),
-                stage: job.error_stage.clone().unwrap_or_default(),
+                stage: job
+                    .error_stage
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
                 http_status: job.http_status,
                 platform_message: job.platform_message.clone(),
                 model_id: job.model_id.clone().filter(|m| !m.is_empty()),

@@ -96,13 +96,14 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::job::NewJob;
     use crate::source::FileIdentity;
-    use crate::store::{NewJob, Store};
+    use crate::store::SqliteStore;
 
     /// A queue with running jobs in `running` states and `waiting` more.
     fn queue(running: &[JobState], waiting: usize) -> Queue {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
         let mut q = Queue::new(running.len());
         for i in 0..running.len() + waiting {
             let new = NewJob {
@@ -118,7 +119,7 @@ mod tests {
                 chunk_size: 1,
                 watch_dir: None,
             };
-            let id = store.insert_job(&new).unwrap();
+            let id = store.admit(&new).unwrap();
             q.enqueue(&store.job(id).unwrap());
         }
         for state in running {

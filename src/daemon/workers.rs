@@ -12,11 +12,12 @@ use std::time::Duration;
 use tokio::task::{JoinError, JoinSet};
 use tracing::{debug, warn};
 
-use crate::store::{JobId, StoreError};
+use crate::job::JobId;
+use crate::upload::EngineError;
 use crate::upload::Outcome;
 
 /// What one job's task returns.
-pub type Finished = (JobId, Result<Outcome, StoreError>);
+pub type Finished = (JobId, Result<Outcome, EngineError>);
 
 #[derive(Default)]
 pub struct Workers {
@@ -28,7 +29,7 @@ impl Workers {
     pub fn spawn(
         &mut self,
         id: JobId,
-        run: impl Future<Output = Result<Outcome, StoreError>> + Send + 'static,
+        run: impl Future<Output = Result<Outcome, EngineError>> + Send + 'static,
     ) {
         self.tasks.spawn(async move { (id, run.await) });
     }
@@ -70,7 +71,7 @@ impl Workers {
 mod tests {
     use super::*;
 
-    async fn after(d: Duration) -> Result<Outcome, StoreError> {
+    async fn after(d: Duration) -> Result<Outcome, EngineError> {
         tokio::time::sleep(d).await;
         Ok(Outcome::Interrupted)
     }

@@ -2,6 +2,16 @@
 //!
 //! `PRAGMA user_version` holds how many have been applied. Never edit or
 //! reorder an entry that has shipped: add a new one.
+//!
+//! Hand-written rather than `rusqlite_migration`: the runner is the twenty
+//! lines of [`SqliteStore::migrate`] (tested: applied twice, a newer schema
+//! refused with an error naming the database), while that crate pins
+//! `rusqlite`'s minor version, so every `rusqlite` upgrade would wait on it.
+
+use rusqlite::TransactionBehavior;
+
+use super::error::{Result, StoreError};
+use super::open::SqliteStore;
 
 pub const MIGRATIONS: &[&str] = &[
     // 1: jobs and their acknowledged chunks.
@@ -60,3 +70,28 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_path ON jobs (path);
     "#,
 ];
+
+impl SqliteStore {
+    /// Applies the migrations not applied yet, in one exclusive transaction.
+    pub(super) fn migrate(&mut self) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::Open {
+                path: self.path.clone(),
+                detail: format!(
+                    "schema version {version} is newer than this modelferry knows ({known}); upgrade modelferry"
+                ),
+            });
+        }
+        for m in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(m)?;
+        }
+        tx.pragma_update(None, "user_version", known)?;
+        tx.commit()?;
+        Ok(())
+    }
+}

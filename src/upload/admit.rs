@@ -11,8 +11,8 @@
 //! takes the job's lock, so two processes that admit the same file never
 //! drive it at once.
 
-use crate::job::JobState;
-use crate::store::{Failure, Job, JobId, NewJob, StoreError, StoreHandle};
+use crate::job::{Failure, Job, JobId, JobState, NewJob, Stage};
+use crate::store::{Store, StoreError};
 
 /// Which finished jobs are imported again as a new job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,13 +54,12 @@ pub const SUPERSEDED: &str =
 
 /// Admits `file` under `policy`.
 pub async fn admit(
-    store: &StoreHandle,
+    store: &Store,
     file: NewJob,
     policy: Policy<'_>,
 ) -> Result<Admission, StoreError> {
-    let (identity, ctx, adapter) = (file.identity, file.file_context.clone(), file.is_adapter);
     let known = store
-        .call(move |s| s.find_by_identity(&identity, &ctx, adapter))
+        .find_by_identity(&file.identity, &file.file_context, file.is_adapter)
         .await?;
     if let Some(job) = known {
         let again = match job.state {
@@ -74,24 +73,27 @@ pub async fn admit(
     }
     let mut superseded = Vec::new();
     if let Some(running) = policy.supersede_unless_running {
-        let path = file.path.clone();
-        let older = store.call(move |s| s.unfinished_for_path(&path)).await?;
+        let older = store.unfinished_for_path(&file.path).await?;
         for old in older {
             if old.state == JobState::Queued && !running(old.id) {
-                let id = old.id;
-                let f = Failure {
-                    error: SUPERSEDED.into(),
-                    stage: "read".into(),
-                    ..Default::default()
+                // A process driving the job (an `upload`) keeps it.
+                let hold = match store.hold(old.id).await {
+                    Ok(hold) => hold,
+                    Err(StoreError::Busy(_)) => continue,
+                    Err(e) => return Err(e),
                 };
-                store.call(move |s| s.fail(id, &f)).await?;
-                superseded.push(id);
+                let failed = store
+                    .fail(old.id, &hold, &Failure::new(Stage::Read, SUPERSEDED))
+                    .await;
+                hold.finished();
+                store.release(hold).await;
+                failed?;
+                superseded.push(old.id);
             }
         }
     }
-    let job = store
-        .call(move |s| s.insert_job(&file).and_then(|id| s.job(id)))
-        .await?;
+    let id = store.admit(&file).await?;
+    let job = store.job(id).await?;
     Ok(Admission::New { job, superseded })
 }
 
@@ -101,8 +103,8 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
+    use crate::job::SessionRecord;
     use crate::source::FileIdentity;
-    use crate::store::{SessionRecord, Store};
 
     fn file(mtime_ns: i64) -> NewJob {
         NewJob {
@@ -127,13 +129,13 @@ mod tests {
         }
     }
 
-    async fn store() -> (tempfile::TempDir, StoreHandle) {
+    async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = StoreHandle::new(Store::open(dir.path()).unwrap());
+        let store = Store::open(dir.path().to_path_buf()).await.unwrap();
         (dir, store)
     }
 
-    async fn new_id(store: &StoreHandle, f: NewJob, rerun: Rerun) -> JobId {
+    async fn new_id(store: &Store, f: NewJob, rerun: Rerun) -> JobId {
         match admit(store, f, policy(rerun)).await.unwrap() {
             Admission::New { job, superseded } => {
                 assert!(superseded.is_empty());
@@ -143,27 +145,30 @@ mod tests {
         }
     }
 
-    async fn finish(store: &StoreHandle, id: JobId, succeed: bool) {
-        store
-            .call(move |s| {
-                if !succeed {
-                    return s.fail(id, &Failure::default());
-                }
-                let session = SessionRecord {
-                    session_id: "s".into(),
-                    started_at: SystemTime::now(),
-                    expires_at: Some(SystemTime::now() + Duration::from_secs(600)),
-                };
-                s.start_session(id, &session, "m")?;
-                s.begin_complete(id, "00")?;
-                s.set_importing(id, "d", Some("m"))?;
-                s.succeed(id, Some("m"))
-            })
-            .await
-            .unwrap();
+    async fn finish(store: &Store, id: JobId, succeed: bool) {
+        let hold = store.hold(id).await.unwrap();
+        if succeed {
+            let session = SessionRecord {
+                session_id: "s".into(),
+                started_at: SystemTime::now(),
+                expires_at: Some(SystemTime::now() + Duration::from_secs(600)),
+            };
+            store.start_session(id, &hold, &session, "m").await.unwrap();
+            store.begin_complete(id, &hold, "00").await.unwrap();
+            store
+                .set_importing(id, &hold, "d", Some("m"))
+                .await
+                .unwrap();
+            store.succeed(id, &hold, Some("m")).await.unwrap();
+        } else {
+            let f = Failure::new(Stage::Upload, "refused");
+            store.fail(id, &hold, &f).await.unwrap();
+        }
+        hold.finished();
+        store.release(hold).await;
     }
 
-    async fn admitted(store: &StoreHandle, rerun: Rerun) -> Admission {
+    async fn admitted(store: &Store, rerun: Rerun) -> Admission {
         admit(store, file(1), policy(rerun)).await.unwrap()
     }
 
@@ -171,7 +176,7 @@ mod tests {
     async fn an_unknown_file_is_a_new_queued_job() {
         let (_d, store) = store().await;
         let id = new_id(&store, file(1), Rerun::Never).await;
-        let job = store.call(move |s| s.job(id)).await.unwrap();
+        let job = store.job(id).await.unwrap();
         assert_eq!(job.state, JobState::Queued);
         assert_eq!(job.watch_dir, Some(PathBuf::from("/drop")));
     }
@@ -240,11 +245,11 @@ mod tests {
             panic!("expected a new job, got {admission:?}");
         };
         assert_eq!(superseded, vec![idle]);
-        let old = store.call(move |s| s.job(idle)).await.unwrap();
+        let old = store.job(idle).await.unwrap();
         assert_eq!(old.state, JobState::Failed);
         assert_eq!(old.error.as_deref(), Some(SUPERSEDED));
-        assert_eq!(old.error_stage.as_deref(), Some("read"));
-        let kept = store.call(move |s| s.job(running)).await.unwrap();
+        assert_eq!(old.error_stage, Some(Stage::Read));
+        let kept = store.job(running).await.unwrap();
         assert_eq!(kept.state, JobState::Queued);
     }
 
@@ -253,7 +258,7 @@ mod tests {
         let (_d, store) = store().await;
         let first = new_id(&store, file(1), Rerun::Failed).await;
         new_id(&store, file(2), Rerun::Failed).await;
-        let job = store.call(move |s| s.job(first)).await.unwrap();
+        let job = store.job(first).await.unwrap();
         assert_eq!(job.state, JobState::Queued);
     }
 }

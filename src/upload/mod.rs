@@ -33,10 +33,11 @@ pub use plan::ChunkPlan;
 
 use crate::config::UploadConfig;
 use crate::job::JobState;
+use crate::job::{Failure, Job, JobId, SessionRecord, Stage};
 use crate::metrics::Metrics;
-use crate::platform::{ErrorKind, ImportStatus, PlatformClient, PlatformError, StartRequest};
+use crate::platform::{ErrorKind, ImportStatus, Op, PlatformClient, PlatformError, StartRequest};
 use crate::source::SourceError;
-use crate::store::{Failure, Job, JobId, SessionRecord, StoreError, StoreHandle};
+use crate::store::{Hold, Store, StoreError};
 
 /// How a run of a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,16 +90,35 @@ pub(crate) enum StepError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A file read or chunk upload task panicked or was cancelled.
+    #[error("{0}")]
+    Task(String),
     #[error("the session is about to expire")]
     SessionExpiring,
     #[error("interrupted")]
     Cancelled,
 }
 
+impl From<tokio::task::JoinError> for StepError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StepError::Task(format!("file read task: {e}"))
+    }
+}
+
+/// A local failure that stopped a run of a job; the job stays resumable.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file read or chunk upload task of the job panicked or was cancelled.
+    #[error("job task did not finish: {0}")]
+    Task(String),
+}
+
 /// Runs jobs against one platform with one store.
 #[derive(Clone)]
 pub struct Engine {
-    store: StoreHandle,
+    store: Store,
     platform: PlatformClient,
     settings: Arc<UploadConfig>,
     metrics: Arc<Metrics>,
@@ -108,7 +128,9 @@ pub struct Engine {
 #[derive(Clone)]
 pub(crate) struct JobCtx {
     pub id: JobId,
-    pub store: StoreHandle,
+    /// This process's hold on the job: every write for it carries it.
+    pub hold: Hold,
+    pub store: Store,
     pub platform: PlatformClient,
     pub settings: Arc<UploadConfig>,
     pub metrics: Arc<Metrics>,
@@ -121,7 +143,7 @@ const READ_RETRIES: u32 = 3;
 
 impl Engine {
     pub fn new(
-        store: StoreHandle,
+        store: Store,
         platform: PlatformClient,
         settings: UploadConfig,
         metrics: Arc<Metrics>,
@@ -147,9 +169,18 @@ impl Engine {
         id: JobId,
         cancel: CancellationToken,
         progress: Arc<watch::Sender<JobProgress>>,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<Outcome, EngineError> {
+        let hold = match self.store.hold(id).await {
+            Ok(hold) => hold,
+            Err(StoreError::Busy(_)) => {
+                warn!("another modelferry process is running this job; leaving it to that one");
+                return Ok(Outcome::Busy);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let ctx = JobCtx {
             id,
+            hold,
             store: self.store.clone(),
             platform: self.platform.clone(),
             settings: self.settings.clone(),
@@ -157,28 +188,16 @@ impl Engine {
             cancel,
             progress,
         };
-        let lock = self
-            .store
-            .call(move |s| match s.lock_job(id) {
-                Ok(l) => Ok(Some(l)),
-                Err(StoreError::Busy(_)) => Ok(None),
-                Err(e) => Err(e),
-            })
-            .await?;
-        let Some(mut lock) = lock else {
-            warn!("another modelferry process is running this job; leaving it to that one");
-            return Ok(Outcome::Busy);
-        };
         let outcome = self.drive(&ctx).await;
         if matches!(outcome, Ok(Outcome::Succeeded { .. } | Outcome::Failed(_))) {
-            lock.finished();
+            ctx.hold.finished();
         }
-        // Released on a blocking thread: removing the lock file touches the disk.
-        let _ = tokio::task::spawn_blocking(move || drop(lock)).await;
+        let JobCtx { hold, store, .. } = ctx;
+        store.release(hold).await;
         outcome
     }
 
-    async fn drive(&self, ctx: &JobCtx) -> Result<Outcome, StoreError> {
+    async fn drive(&self, ctx: &JobCtx) -> Result<Outcome, EngineError> {
         let id = ctx.id;
         let mut read_failures = 0;
         let mut named = false;
@@ -186,7 +205,7 @@ impl Engine {
         // session must not be asked for new ones in a tight loop.
         let mut replaced = Backoff::new(ctx.settings.retry_initial, ctx.settings.retry_max);
         loop {
-            let job = ctx.store.call(move |s| s.job(id)).await?;
+            let job = ctx.store.job(id).await?;
             if !named {
                 tracing::Span::current().record("file", job.file_name.as_str());
                 named = true;
@@ -260,44 +279,35 @@ impl Engine {
 impl JobCtx {
     /// Turns a step's final error into the job's outcome, failing the job in
     /// the store when the error is not one to wait out.
-    async fn settle_outcome(&self, err: StepError) -> Result<Outcome, StoreError> {
+    async fn settle_outcome(&self, err: StepError) -> Result<Outcome, EngineError> {
         let failure = match err {
             StepError::Cancelled => return Ok(Outcome::Interrupted),
-            StepError::Store(e) => return Err(e),
+            StepError::Store(e) => return Err(e.into()),
+            StepError::Task(e) => return Err(EngineError::Task(e)),
             StepError::Platform(e) if e.kind == ErrorKind::Auth => {
                 let msg = format!("API key rejected by the platform: {e}");
                 warn!(error = %e, "the platform rejected the API key; the file stays where it is");
-                let m = msg.clone();
-                let id = self.id;
-                self.store.call(move |s| s.note_error(id, &m, None)).await?;
+                self.store
+                    .note_error(self.id, &self.hold, &msg, None)
+                    .await?;
                 self.progress.send_modify(|p| p.note = Some(msg.clone()));
                 return Ok(Outcome::AuthRejected(msg));
             }
             StepError::Platform(e) => Failure {
                 error: e.to_string(),
-                stage: e.op.stage().to_string(),
+                stage: stage_of(e.op),
                 http_status: e.status,
                 platform_message: e.platform_message.clone().map(String::from),
             },
-            StepError::Source(e) => Failure {
-                error: e.to_string(),
-                stage: "read".into(),
-                ..Failure::default()
-            },
-            StepError::SessionExpiring => Failure {
-                error: "the session expired".into(),
-                stage: "upload".into(),
-                ..Failure::default()
-            },
+            StepError::Source(e) => Failure::new(Stage::Read, e.to_string()),
+            StepError::SessionExpiring => Failure::new(Stage::Upload, "the session expired"),
         };
-        self.fail(failure).await
+        Ok(self.fail(failure).await?)
     }
 
     async fn fail(&self, failure: Failure) -> Result<Outcome, StoreError> {
         warn!(error = %failure.error, stage = %failure.stage, "job failed");
-        let id = self.id;
-        let f = failure.clone();
-        self.store.call(move |s| s.fail(id, &f)).await?;
+        self.store.fail(self.id, &self.hold, &failure).await?;
         self.progress.send_modify(|p| p.state = JobState::Failed);
         Ok(Outcome::Failed(failure.error))
     }
@@ -317,11 +327,9 @@ impl JobCtx {
     }
 
     async fn note(&self, error: &str, delay: Duration) -> Result<(), StoreError> {
-        let id = self.id;
-        let e = error.to_string();
         let at = SystemTime::now() + delay;
         self.store
-            .call(move |s| s.note_error(id, &e, Some(at)))
+            .note_error(self.id, &self.hold, error, Some(at))
             .await?;
         let note = format!(
             "{error} (retry in {})",
@@ -383,8 +391,7 @@ impl JobCtx {
         tokio::task::spawn_blocking(move || {
             crate::source::SourceFile::open(&path, &identity).map(drop)
         })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+        .await??;
         let req = StartRequest {
             file_context: job.file_context.clone(),
             total_chunks: job.chunks_total,
@@ -399,14 +406,13 @@ impl JobCtx {
             started_at: SystemTime::now(),
             expires_at: info.expires_at,
         };
-        let id = self.id;
         let model_id = info
             .model_id
             .as_ref()
             .map(|m| m.to_string())
             .unwrap_or_default();
         self.store
-            .call(move |s| s.start_session(id, &record, &model_id))
+            .start_session(self.id, &self.hold, &record, &model_id)
             .await?;
         info!(session_id = %info.session_id, model_id = info.model_id.as_ref().map_or("", |m| m.as_str()), chunks = job.chunks_total, "import session started");
         Ok(())
@@ -434,18 +440,16 @@ impl JobCtx {
         if self.session_expiring(&session) {
             return Err(StepError::SessionExpiring);
         }
-        let id = self.id;
         let acked: HashMap<u64, String> = self
             .store
-            .call(move |s| s.acked_chunks(id))
+            .acked_chunks(self.id)
             .await?
             .into_iter()
             .map(|a| (a.index, a.sha256))
             .collect();
         let sha256 = pipeline::upload_chunks(self, job, &session, acked).await?;
-        let id = self.id;
         self.store
-            .call(move |s| s.begin_complete(id, &sha256))
+            .begin_complete(self.id, &self.hold, &sha256)
             .await?;
         info!("all chunks acknowledged; completing the import");
         Ok(())
@@ -459,11 +463,13 @@ impl JobCtx {
         let info = self
             .retry(|| self.platform.complete(&session.session_id))
             .await?;
-        let id = self.id;
-        let dock = info.dock_status_id.to_string();
-        let model = info.model_id.as_ref().map(|m| m.to_string());
         self.store
-            .call(move |s| s.set_importing(id, &dock, model.as_deref()))
+            .set_importing(
+                self.id,
+                &self.hold,
+                info.dock_status_id.as_str(),
+                info.model_id.as_ref().map(|m| m.as_str()),
+            )
             .await?;
         info!(dock_status_id = %info.dock_status_id, status = ?info.status, "import completed; the platform is importing");
         Ok(())
@@ -480,16 +486,18 @@ impl JobCtx {
         let mut interval = self.settings.poll_interval;
         loop {
             let st = self.retry(|| self.platform.dock_status(&dock_id)).await?;
-            let id = self.id;
             match st.status {
                 ImportStatus::InProgress => {
                     self.sleep(interval).await?;
                     interval = (interval * 2).min(self.settings.poll_interval_max.max(interval));
                 }
                 ImportStatus::Success => {
-                    let model = st.model_id.as_ref().map(|m| m.to_string());
                     self.store
-                        .call(move |s| s.succeed(id, model.as_deref()))
+                        .succeed(
+                            self.id,
+                            &self.hold,
+                            st.model_id.as_ref().map(|m| m.as_str()),
+                        )
                         .await?;
                     if let Some(started) = job.started_at {
                         let secs = SystemTime::now()
@@ -509,7 +517,7 @@ impl JobCtx {
                     };
                     self.fail(Failure {
                         error,
-                        stage: "import".into(),
+                        stage: Stage::Import,
                         http_status: None,
                         platform_message: message,
                     })
@@ -518,6 +526,16 @@ impl JobCtx {
                 }
             }
         }
+    }
+}
+
+/// The job stage a failed platform call belongs to, as receipts name it.
+fn stage_of(op: Op) -> Stage {
+    match op {
+        Op::StartSession => Stage::Start,
+        Op::UploadChunk(_) => Stage::Upload,
+        Op::Complete => Stage::Complete,
+        Op::DockStatus => Stage::Import,
     }
 }
 
@@ -537,5 +555,22 @@ fn round(d: Duration) -> Duration {
         Duration::from_secs(d.as_secs())
     } else {
         Duration::from_millis(d.as_millis() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_stages_are_the_ones_the_platform_calls_name() {
+        for op in [
+            Op::StartSession,
+            Op::UploadChunk(3),
+            Op::Complete,
+            Op::DockStatus,
+        ] {
+            assert_eq!(stage_of(op).as_str(), op.stage(), "{op}");
+        }
     }
 }

@@ -17,8 +17,9 @@ use tokio::task::{JoinError, JoinSet};
 use tracing::{debug, Instrument};
 
 use super::{ChunkPlan, JobCtx, ResumableSha256, StepError};
+use crate::job::{ChunkAck, HashCheckpoint, Job, SessionRecord};
 use crate::source::{SourceError, SourceFile};
-use crate::store::{ChunkAck, HashCheckpoint, Job, SessionRecord, StoreError};
+use crate::store::StoreError;
 
 /// Hashing works through a chunk in slices this big, so the chunk's and the
 /// file's hash read each slice while it is still in cache.
@@ -109,7 +110,7 @@ fn read_chunk(
 }
 
 fn joined(r: Result<Result<(), StepError>, JoinError>) -> Result<(), StepError> {
-    r.map_err(|e| StoreError::Task(format!("chunk task: {e}")))?
+    r.map_err(|e| StepError::Task(format!("chunk task: {e}")))?
 }
 
 /// Uploads every chunk of `job` not in `acked` into `session`; returns the
@@ -134,11 +135,8 @@ pub(super) async fn upload_chunks(
     }
     let path = job.path.clone();
     let identity = job.identity;
-    let src = Arc::new(
-        tokio::task::spawn_blocking(move || SourceFile::open(&path, &identity))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??,
-    );
+    let src =
+        Arc::new(tokio::task::spawn_blocking(move || SourceFile::open(&path, &identity)).await??);
 
     // Resume the file hash where the saved state left it, if it is sound.
     let (mut hasher, hashed_through) = job
@@ -184,8 +182,7 @@ pub(super) async fn upload_chunks(
         let (chunk, h) = tokio::task::spawn_blocking(move || {
             read_chunk(&pool2, &src2, plan, index, &mut h, advance).map(|c| (c, h))
         })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+        .await??;
         hasher = h;
 
         if !upload {
@@ -234,9 +231,7 @@ pub(super) async fn upload_chunks(
         return Err(StepError::Cancelled);
     }
     let src2 = src.clone();
-    tokio::task::spawn_blocking(move || src2.check_unchanged())
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+    tokio::task::spawn_blocking(move || src2.check_unchanged()).await??;
     Ok(hasher.finalize_hex())
 }
 
@@ -264,10 +259,8 @@ async fn upload_one(
         size,
         sha256,
     };
-    let id = ctx.id;
-    let sid = session_id.clone();
     ctx.store
-        .call(move |s| s.ack_chunk(id, &sid, &ack, checkpoint.as_ref()))
+        .ack_chunk(ctx.id, &ctx.hold, &session_id, &ack, checkpoint.as_ref())
         .await?;
     ctx.metrics.bytes_uploaded.inc_by(size);
     ctx.metrics.chunks_uploaded.inc();

@@ -8,8 +8,8 @@
 use anyhow::Context;
 
 use crate::config::Config;
-use modelferry_emulator::{EmulatorHandle, EmulatorOptions};
 use crate::platform::{ClientSettings, PlatformClient};
+use modelferry_emulator::{EmulatorHandle, EmulatorOptions};
 
 /// The platform client for `config`, with the API key it names. With
 /// `platform.emulate = true`, the built-in emulator is started on a free

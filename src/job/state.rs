@@ -4,6 +4,9 @@
 //! A job may fail from any unfinished state, and `uploading → uploading`
 //! replaces an expired or vanished session. The store enforces these rules on
 //! every write; they are kept here so they can be tested exhaustively.
+//! Which states are active and which finished is decided here too
+//! ([`JobState::ACTIVE`], [`JobState::FINISHED`]): the store builds its
+//! queries from these lists, so a new state is placed in one of them once.
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,6 +32,17 @@ impl JobState {
         JobState::Failed,
     ];
 
+    /// States a job is still moving through: resumed after a restart.
+    pub const ACTIVE: [JobState; 4] = [
+        JobState::Queued,
+        JobState::Uploading,
+        JobState::Completing,
+        JobState::Importing,
+    ];
+
+    /// Final states: nothing more happens to the job but its filing.
+    pub const FINISHED: [JobState; 2] = [JobState::Succeeded, JobState::Failed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
@@ -41,7 +55,7 @@ impl JobState {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed)
+        Self::FINISHED.contains(&self)
     }
 
     /// Whether `self → to` is allowed.
@@ -122,6 +136,18 @@ mod tests {
                 !JobState::ALL.iter().any(|t| s.can_become(*t))
             );
         }
+    }
+
+    #[test]
+    fn every_state_is_either_active_or_finished() {
+        for s in JobState::ALL {
+            assert_ne!(JobState::ACTIVE.contains(&s), s.is_terminal(), "{s}");
+            assert_eq!(JobState::FINISHED.contains(&s), s.is_terminal(), "{s}");
+        }
+        assert_eq!(
+            JobState::ACTIVE.len() + JobState::FINISHED.len(),
+            JobState::ALL.len()
+        );
     }
 
     #[test]

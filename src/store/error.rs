@@ -1,0 +1,55 @@
+//! What can go wrong in the store, typed where a caller must branch.
+
+use std::path::PathBuf;
+
+use crate::job::{FilingState, JobId, JobState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The job is not in a state from which the rules allow `to`.
+    #[error("job {job}: cannot go from {from} to {to}")]
+    InvalidTransition {
+        job: JobId,
+        from: JobState,
+        to: JobState,
+    },
+    /// The job's filing is not at a step from which the rules allow `to`,
+    /// or the job is not finished.
+    #[error("job {job} ({state}): filing cannot go from {} to {to}", from.map_or("not planned", |f| f.as_str()))]
+    InvalidFiling {
+        job: JobId,
+        state: JobState,
+        from: Option<FilingState>,
+        to: FilingState,
+    },
+    #[error("job {0} is not in the state database")]
+    NotFound(JobId),
+    #[error("job {job}: session {session} is no longer the job's session")]
+    StaleSession { job: JobId, session: String },
+    /// A write for a job came with a hold that is not this store's hold on
+    /// that job: a bug in the caller, or (in a shared backend) a lost lease.
+    #[error("job {job}: written without holding it (the hold given is for job {held} of {store})")]
+    NotHeld {
+        job: JobId,
+        held: JobId,
+        store: String,
+    },
+    #[error("state database: job {job}: {detail}")]
+    Corrupt { job: JobId, detail: String },
+    /// The store's own call on the blocking pool panicked or was cancelled.
+    #[error("state database call did not finish: {0}")]
+    Call(String),
+    #[error("job {0} is being run by another modelferry process")]
+    Busy(JobId),
+    #[error("job lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;

@@ -1,0 +1,203 @@
+//! Rows to domain values and back: timestamps, the job `SELECT` list, and
+//! reading a [`Job`] from a row by column name (never by position, so a
+//! column added or reordered cannot shift every field after it).
+
+use std::path::PathBuf;
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::Row;
+
+use super::error::{Result, StoreError};
+use crate::job::{ChunkAck, Filing, HashCheckpoint, Job, JobState, SessionRecord};
+use crate::source::FileIdentity;
+
+pub(super) fn to_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(super) fn from_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// `'a', 'b'` for an SQL `IN (...)`. Only for names of the job module's
+/// enums, which are fixed words, never for input.
+pub(super) fn sql_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names
+        .into_iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `j.state IN (...)` for jobs in any of `states`.
+pub(super) fn state_in(states: &[JobState]) -> String {
+    format!(
+        "j.state IN ({})",
+        sql_list(states.iter().map(|s| s.as_str()))
+    )
+}
+
+/// The columns of `jobs` that make up a [`Job`].
+const JOB_COLUMNS: &[&str] = &[
+    "id",
+    "path",
+    "file_name",
+    "dev",
+    "ino",
+    "size",
+    "mtime_ns",
+    "file_context",
+    "is_adapter",
+    "chunk_size",
+    "chunks_total",
+    "state",
+    "session_id",
+    "session_started_at",
+    "session_expires_at",
+    "sessions_started",
+    "model_id",
+    "dock_status_id",
+    "sha256",
+    "hashed_chunks",
+    "hash_state",
+    "error",
+    "error_stage",
+    "http_status",
+    "platform_message",
+    "attempts",
+    "next_retry_at",
+    "watch_dir",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "filing",
+    "filing_dest",
+    "filing_error",
+    "filed_at",
+];
+
+/// The `SELECT` items for `jobs j`: each column under its own name, and
+/// the current session's acknowledged chunks and bytes.
+fn job_select_items() -> Vec<String> {
+    let mut items: Vec<String> = JOB_COLUMNS
+        .iter()
+        .map(|c| format!("j.{c} AS {c}"))
+        .collect();
+    items.push("(SELECT COUNT(*) FROM chunks c WHERE c.job_id = j.id) AS chunks_done".into());
+    items.push(
+        "(SELECT COALESCE(SUM(c.size), 0) FROM chunks c WHERE c.job_id = j.id) AS bytes_done"
+            .into(),
+    );
+    items
+}
+
+/// The `SELECT` list for `jobs j` that [`job_from_row`] reads.
+pub(super) static JOB_SELECT: LazyLock<String> = LazyLock::new(|| job_select_items().join(", "));
+
+/// Reads a job from a row of [`JOB_SELECT`] (in any column order).
+pub(super) fn job_from_row(row: &Row<'_>) -> Result<Job> {
+    let id: i64 = row.get("id")?;
+    let corrupt = |detail: String| StoreError::Corrupt { job: id, detail };
+    let session = row
+        .get::<_, Option<String>>("session_id")?
+        .map(|session_id| -> Result<SessionRecord> {
+            Ok(SessionRecord {
+                session_id,
+                started_at: from_ms(
+                    row.get::<_, Option<i64>>("session_started_at")?
+                        .unwrap_or(0),
+                ),
+                expires_at: row
+                    .get::<_, Option<i64>>("session_expires_at")?
+                    .map(from_ms),
+            })
+        })
+        .transpose()?;
+    let filing = match row.get::<_, Option<String>>("filing")? {
+        None => None,
+        Some(f) => Some(Filing {
+            state: f.parse().map_err(|e| corrupt(format!("{e}")))?,
+            dest: row
+                .get::<_, Option<String>>("filing_dest")?
+                .map(PathBuf::from),
+            filed_at: row.get::<_, Option<i64>>("filed_at")?.map(from_ms),
+        }),
+    };
+    let hashed: i64 = row.get("hashed_chunks")?;
+    Ok(Job {
+        id,
+        path: PathBuf::from(row.get::<_, String>("path")?),
+        file_name: row.get("file_name")?,
+        identity: FileIdentity {
+            dev: row.get::<_, i64>("dev")? as u64,
+            ino: row.get::<_, i64>("ino")? as u64,
+            size: row.get::<_, i64>("size")? as u64,
+            mtime_ns: row.get("mtime_ns")?,
+        },
+        file_context: row.get("file_context")?,
+        is_adapter: row.get("is_adapter")?,
+        chunk_size: row.get::<_, i64>("chunk_size")? as u64,
+        chunks_total: row.get::<_, i64>("chunks_total")? as u64,
+        state: row
+            .get::<_, String>("state")?
+            .parse()
+            .map_err(|e| corrupt(format!("{e}")))?,
+        session,
+        sessions_started: row.get::<_, i64>("sessions_started")? as u32,
+        model_id: row.get("model_id")?,
+        dock_status_id: row.get("dock_status_id")?,
+        sha256: row.get("sha256")?,
+        hash_checkpoint: row
+            .get::<_, Option<Vec<u8>>>("hash_state")?
+            .map(|state| HashCheckpoint {
+                chunks: hashed as u64,
+                state,
+            }),
+        error: row.get("error")?,
+        error_stage: row
+            .get::<_, Option<String>>("error_stage")?
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|e| corrupt(format!("{e}")))?,
+        http_status: row.get::<_, Option<i64>>("http_status")?.map(|s| s as u16),
+        platform_message: row.get("platform_message")?,
+        attempts: row.get::<_, i64>("attempts")? as u32,
+        next_retry_at: row.get::<_, Option<i64>>("next_retry_at")?.map(from_ms),
+        watch_dir: row
+            .get::<_, Option<String>>("watch_dir")?
+            .map(PathBuf::from),
+        created_at: from_ms(row.get("created_at")?),
+        updated_at: from_ms(row.get("updated_at")?),
+        started_at: row.get::<_, Option<i64>>("started_at")?.map(from_ms),
+        finished_at: row.get::<_, Option<i64>>("finished_at")?.map(from_ms),
+        chunks_done: row.get::<_, i64>("chunks_done")? as u64,
+        bytes_done: row.get::<_, i64>("bytes_done")? as u64,
+        filing,
+        filing_error: row.get("filing_error")?,
+    })
+}
+
+/// Reads a chunk acknowledgement from a row of `chunks`.
+pub(super) fn ack_from_row(row: &Row<'_>) -> rusqlite::Result<ChunkAck> {
+    Ok(ChunkAck {
+        index: row.get::<_, i64>("idx")? as u64,
+        size: row.get::<_, i64>("size")? as u64,
+        sha256: row.get("sha256")?,
+    })
+}
+
+#[cfg(test)]
+pub(super) fn job_columns() -> &'static [&'static str] {
+    JOB_COLUMNS
+}
+
+#[cfg(test)]
+pub(super) fn job_select_reversed() -> String {
+    let mut items = job_select_items();
+    items.reverse();
+    items.join(", ")
+}
