@@ -112,6 +112,11 @@ pub(crate) struct JobCtx {
 
 /// Reads failures of the source file retried before the job fails.
 const READ_RETRIES: u32 = 3;
+/// Sessions lost in a row before any chunk was acknowledged in them, from
+/// which on the job is held: the error shown in `status`, the next session
+/// only after a backoff. Two: one loss can be bad luck, two in a row of
+/// sessions that never took a chunk are a pattern.
+const HOLD_AFTER_LOST: u32 = 2;
 
 impl Engine {
     pub fn new(
@@ -179,6 +184,8 @@ impl Engine {
         // Sessions replaced in a row: a platform that loses every new
         // session must not be asked for new ones in a tight loop.
         let mut replaced = Backoff::new(ctx.settings.retry_initial, ctx.settings.retry_max);
+        // Of those, how many were lost before any chunk was acknowledged.
+        let mut lost_unused = 0;
         loop {
             let job = ctx.store.call(move |s| s.job(id)).await?;
             if !named {
@@ -204,6 +211,7 @@ impl Engine {
                     read_failures = 0;
                     if job.state != JobState::Queued {
                         replaced.reset();
+                        lost_unused = 0;
                     }
                     continue;
                 }
@@ -217,15 +225,24 @@ impl Engine {
                     kind: ErrorKind::SessionGone,
                     ..
                 }) => {
-                    if replaced.attempts() > 0 {
+                    let acked = ctx.store.call(move |s| s.job(id)).await?.chunks_done;
+                    lost_unused = if acked == 0 { lost_unused + 1 } else { 0 };
+                    if replaced.attempts() == 0 {
+                        replaced.next_delay(None);
+                        warn!(error = %err, "starting a new session from chunk 0");
+                    } else {
                         let delay = replaced.next_delay(None);
-                        warn!(error = %err, retry_in = ?delay, "the new session was lost as well; waiting before the next one");
+                        if lost_unused >= HOLD_AFTER_LOST {
+                            // Held: the reason shows in `status` while it waits.
+                            let e = format!("{lost_unused} sessions in a row were lost before the platform acknowledged a chunk (last: {err})");
+                            warn!(error = %e, retry_in = ?delay, "sessions keep being lost; waiting before the next one");
+                            ctx.note(&e, delay).await?;
+                        } else {
+                            warn!(error = %err, retry_in = ?delay, "the new session was lost as well; waiting before the next one");
+                        }
                         if ctx.sleep(delay).await.is_err() {
                             return Ok(Outcome::Interrupted);
                         }
-                    } else {
-                        replaced.next_delay(None);
-                        warn!(error = %err, "starting a new session from chunk 0");
                     }
                     match ctx.start_session(&job).await {
                         Ok(()) => continue,
@@ -388,10 +405,27 @@ impl JobCtx {
             is_adapter: job.is_adapter,
         };
         let info = self.retry(|| self.platform.start_session(&req)).await?;
+        let now = SystemTime::now();
+        let expires_at = match info.expires_at {
+            // Expired by our clock on arrival: the clocks disagree (or the
+            // platform does). Judging it by our clock would replace every new
+            // session at once, so it is used with no local expiry and the
+            // platform's 404/410 decides when it ends.
+            Some(expires) if expires <= now => {
+                warn!(
+                    session_id = %info.session_id,
+                    expiration_date = %humantime::format_rfc3339_millis(expires),
+                    local_time = %humantime::format_rfc3339_millis(now),
+                    "the new session's expirationDate is already past by the local clock: clock skew between this host and the platform? Using the session anyway; the platform decides when it ends"
+                );
+                None
+            }
+            other => other,
+        };
         let record = SessionRecord {
             session_id: info.session_id.clone(),
-            started_at: SystemTime::now(),
-            expires_at: info.expires_at,
+            started_at: now,
+            expires_at,
         };
         let id = self.id;
         let model_id = info.model_id.clone().unwrap_or_default();
