@@ -167,7 +167,7 @@ impl Scheduler {
                 continue;
             }
             if self.watch_for(job).is_none() {
-                warn!(job_id = job.id, path = %job.path.display(), "job's drop folder is no longer configured; leaving it");
+                warn!(job_id = job.id, path = %crate::escaped::Escaped::path(&job.path), "job's drop folder is no longer configured; leaving it");
                 continue;
             }
             self.enqueue(job);
@@ -277,7 +277,7 @@ impl Scheduler {
             .call(move |s| s.find_by_identity(&identity, &ctx, adapter))
             .await?;
         if let Some(job) = known {
-            debug!(job_id = job.id, path = %c.path.display(), state = %job.state, "file already known");
+            debug!(job_id = job.id, path = %crate::escaped::Escaped::path(&c.path), state = %job.state, "file already known");
             return Ok(());
         }
         // A queued job for an earlier version of this file never started:
@@ -311,7 +311,7 @@ impl Scheduler {
             watch_dir: Some(w.dir.clone()),
         };
         let id = self.store.call(move |s| s.insert_job(&new)).await?;
-        info!(job_id = id, path = %c.path.display(), size = c.identity.size, "new file queued");
+        info!(job_id = id, path = %crate::escaped::Escaped::path(&c.path), size = c.identity.size, "new file queued");
         let job = self.store.call(move |s| s.job(id)).await?;
         self.enqueue(&job);
         Ok(())
@@ -464,7 +464,7 @@ impl Scheduler {
         match outcome {
             Ok((state, dest)) => {
                 self.store.call(move |s| s.finish_filing(id, state)).await?;
-                info!(job_id = id, state = %job.state, to = %dest.display(), "filed");
+                info!(job_id = id, state = %job.state, to = %crate::escaped::Escaped::path(&dest), "filed");
             }
             Err(e) => {
                 warn!(job_id = id, error = %e, "cannot file the finished job; will retry");
@@ -528,7 +528,7 @@ impl Scheduler {
             self.last_progress_log = now;
             for (id, r) in &self.running {
                 let p = r.progress.borrow().clone();
-                info!(job_id = id, file = %r.name, state = %p.state, chunks_done = p.chunks_done, chunks_total = p.chunks_total, bytes_done = p.bytes_done, bytes_total = p.bytes_total, "progress");
+                info!(job_id = id, file = %crate::escaped::Escaped::str(&r.name), state = %p.state, chunks_done = p.chunks_done, chunks_total = p.chunks_total, bytes_done = p.bytes_done, bytes_total = p.bytes_total, "progress");
             }
         }
         Ok(())

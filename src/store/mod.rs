@@ -44,6 +44,10 @@ pub enum StoreError {
     Task(String),
     #[error("job {0} is being run by another modelferry process")]
     Busy(JobId),
+    /// Paths are stored and shown as text: a path that is not UTF-8 would
+    /// be stored altered and never found again.
+    #[error("{}: the path is not valid UTF-8", crate::escaped::Escaped::path(.0))]
+    NotUtf8(PathBuf),
     #[error("job lock {path}: {source}")]
     Lock {
         path: PathBuf,
@@ -377,6 +381,11 @@ impl Store {
     }
 
     pub fn insert_job(&mut self, new: &NewJob) -> Result<JobId> {
+        for p in std::iter::once(&new.path).chain(&new.watch_dir) {
+            if p.to_str().is_none() {
+                return Err(StoreError::NotUtf8(p.clone()));
+            }
+        }
         let now = to_ms(SystemTime::now());
         let chunks_total = new.identity.size.div_ceil(new.chunk_size);
         let file_name = new

@@ -26,6 +26,7 @@ pub use hash::ResumableSha256;
 pub use plan::ChunkPlan;
 
 use crate::config::UploadConfig;
+use crate::escaped::Escaped;
 use crate::job::JobState;
 use crate::metrics::Metrics;
 use crate::platform::{ErrorKind, ImportStatus, PlatformClient, PlatformError, StartRequest};
@@ -189,7 +190,10 @@ impl Engine {
         loop {
             let job = ctx.store.call(move |s| s.job(id)).await?;
             if !named {
-                tracing::Span::current().record("file", job.file_name.as_str());
+                tracing::Span::current().record(
+                    "file",
+                    tracing::field::display(Escaped::str(&job.file_name)),
+                );
                 named = true;
             }
             ctx.show(&job);
