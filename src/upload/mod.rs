@@ -12,6 +12,7 @@ mod backoff;
 mod hash;
 mod pipeline;
 mod plan;
+mod session;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,9 +30,9 @@ use crate::config::UploadConfig;
 use crate::escaped::Escaped;
 use crate::job::JobState;
 use crate::metrics::Metrics;
-use crate::platform::{ErrorKind, ImportStatus, PlatformClient, PlatformError, StartRequest};
+use crate::platform::{ErrorKind, ImportStatus, PlatformClient, PlatformError};
 use crate::source::SourceError;
-use crate::store::{Failure, Job, JobId, SessionRecord, StoreError, StoreHandle};
+use crate::store::{Failure, Job, JobId, StoreError, StoreHandle};
 
 /// How a run of a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,75 +384,6 @@ impl JobCtx {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    async fn start_session(&self, job: &Job) -> Result<(), StepError> {
-        if job.size() == 0 {
-            return Err(StepError::Source(SourceError::Empty {
-                path: job.path.clone(),
-            }));
-        }
-        // The file must still be the one the job was made for before a new
-        // session is spent on it.
-        let path = job.path.clone();
-        let identity = job.identity;
-        tokio::task::spawn_blocking(move || {
-            crate::source::SourceFile::open(&path, &identity).map(drop)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
-        let req = StartRequest {
-            file_context: job.file_context.clone(),
-            total_chunks: job.chunks_total,
-            file_extension: crate::platform::file_extension(&job.file_name),
-            file_name: job.file_name.clone(),
-            file_size: job.size(),
-            is_adapter: job.is_adapter,
-        };
-        let info = self.retry(|| self.platform.start_session(&req)).await?;
-        let now = SystemTime::now();
-        let expires_at = match info.expires_at {
-            // Expired by our clock on arrival: the clocks disagree (or the
-            // platform does). Judging it by our clock would replace every new
-            // session at once, so it is used with no local expiry and the
-            // platform's 404/410 decides when it ends.
-            Some(expires) if expires <= now => {
-                warn!(
-                    session_id = %info.session_id,
-                    expiration_date = %humantime::format_rfc3339_millis(expires),
-                    local_time = %humantime::format_rfc3339_millis(now),
-                    "the new session's expirationDate is already past by the local clock: clock skew between this host and the platform? Using the session anyway; the platform decides when it ends"
-                );
-                None
-            }
-            other => other,
-        };
-        let record = SessionRecord {
-            session_id: info.session_id.clone(),
-            started_at: now,
-            expires_at,
-        };
-        let id = self.id;
-        let model_id = info.model_id.clone().unwrap_or_default();
-        self.store
-            .call(move |s| s.start_session(id, &record, &model_id))
-            .await?;
-        info!(session_id = %info.session_id, model_id = info.model_id.as_deref().unwrap_or(""), chunks = job.chunks_total, "import session started");
-        Ok(())
-    }
-
-    /// Whether the session is within the safety margin of its expiry. The
-    /// margin never exceeds a quarter of the session's lifetime, so a
-    /// platform with short sessions still gets used.
-    fn session_expiring(&self, session: &SessionRecord) -> bool {
-        let Some(expires) = session.expires_at else {
-            return false;
-        };
-        let lifetime = expires
-            .duration_since(session.started_at)
-            .unwrap_or(Duration::ZERO);
-        let margin = self.settings.session_margin.min(lifetime / 4);
-        SystemTime::now() + margin >= expires
     }
 
     async fn upload_all(&self, job: &Job) -> Result<(), StepError> {
