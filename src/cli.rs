@@ -129,6 +129,9 @@ pub struct EmulatorArgs {
     /// How long a session accepts chunks.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub session_ttl: Duration,
+    /// How far the emulator's clock runs behind: expirationDate answers this much too early (clock skew).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub clock_behind: Duration,
     /// IN_PROGRESS dock-status answers before the final one.
     #[arg(long, default_value_t = 2)]
     pub import_polls: u32,

@@ -11,7 +11,8 @@
 //! - [`source`]: the source file's identity and positioned reads.
 //! - [`upload`]: the engine that carries a job from start to final answer.
 //! - [`progress`]: progress bar and lines; [`telemetry`]: logging;
-//!   [`metrics`]: Prometheus metrics.
+//!   [`metrics`]: Prometheus metrics; [`escaped`]: file names and paths as
+//!   shown in logs and messages.
 //! - [`daemon`]: the drop-folder daemon; [`watch`]: drop folders;
 //!   [`filing`]: receipts and moves; [`systemd`]: sd_notify.
 //! - [`emulator`]: a local emulator of the platform, for tests and demos (the
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod escaped;
 pub mod exit;
 pub mod filing;
 pub mod job;

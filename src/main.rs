@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use modelferry::escaped::Escaped;
 use modelferry::{cli::Cli, commands, exit};
 
 fn main() -> ExitCode {
@@ -25,7 +26,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => exit::code(code),
         Err(e) => {
-            eprintln!("modelferry: error: {e:#}");
+            // An error may quote a file name: escaped, it cannot break the line.
+            let shown = format!("{e:#}");
+            eprintln!("modelferry: error: {}", Escaped::str(&shown));
             exit::code(commands::exit_code_for(&e))
         }
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
+use crate::escaped::Escaped;
 use crate::job::JobState;
 use crate::upload::JobProgress;
 
@@ -35,7 +36,8 @@ fn describe(p: &JobProgress) -> String {
 }
 
 /// Follows `rx` until its sender is dropped, drawing on `bar` or printing
-/// plain lines (at most every `every`, and at each state change).
+/// plain lines (at most every `every`, and at each state change). `name` is
+/// shown as given (escape it first); notes are escaped here.
 pub async fn follow(
     mut rx: watch::Receiver<JobProgress>,
     name: String,
@@ -56,7 +58,7 @@ pub async fn follow(
                 bar.set_message(describe(&p));
                 if p.note != last_note {
                     if let Some(n) = &p.note {
-                        bar.println(format!("{name}: {n}"));
+                        bar.println(format!("{name}: {}", Escaped::str(n)));
                     }
                 }
             }
@@ -82,7 +84,7 @@ pub async fn follow(
                         HumanBytes(rate as u64)
                     );
                     if let Some(n) = &p.note {
-                        line.push_str(&format!("; {n}"));
+                        line.push_str(&format!("; {}", Escaped::str(n)));
                     }
                     eprintln!("{line}");
                     last_line = Instant::now();

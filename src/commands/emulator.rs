@@ -18,6 +18,7 @@ pub fn options(args: &EmulatorArgs) -> EmulatorOptions {
         retry_after: args.retry_after,
         latency: args.latency,
         session_ttl: args.session_ttl,
+        clock_behind: args.clock_behind,
         import_polls: args.import_polls,
         discard: args.discard,
         max_chunk_size: args.max_chunk_size,

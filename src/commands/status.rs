@@ -6,6 +6,7 @@ use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::escaped::Escaped;
 use crate::exit;
 use crate::job::Job;
 use crate::store::Store;
@@ -105,7 +106,7 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
         return Ok(exit::SUCCESS);
     }
     if views.is_empty() {
-        println!("no jobs in {}", config.database_path().display());
+        println!("no jobs in {}", Escaped::path(&config.database_path()));
         return Ok(exit::SUCCESS);
     }
     let mut counts: Vec<String> = Vec::new();
@@ -129,15 +130,17 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
             format!("{}/{}", v.chunks_done, v.chunks_total),
             format!("{}/{}", HumanBytes(v.bytes_done), HumanBytes(v.bytes_total)),
             v.model_id.as_deref().unwrap_or("-"),
-            v.path
+            Escaped::str(&v.path)
         );
         if let Some(ds) = &v.dock_status_id {
-            println!("{:>7}dock status: {ds}", "");
+            println!("{:>7}dock status: {}", "", Escaped::str(ds));
         }
         if let Some(e) = &v.filing_error {
-            println!("{:>7}{e}", "");
+            println!("{:>7}{}", "", Escaped::str(e));
         }
         if let Some(e) = &v.error {
+            // Text lines: an error may quote a file name (JSON escapes its own).
+            let e = Escaped::str(e);
             match &v.next_retry_at {
                 Some(at) => println!("{:>7}error: {e} (next try {at})", ""),
                 None => println!("{:>7}error: {e}", ""),

@@ -16,6 +16,7 @@ use tracing::info;
 use super::UsageError;
 use crate::cli::UploadArgs;
 use crate::config::Config;
+use crate::escaped::Escaped;
 use crate::exit;
 use crate::job::NewJob;
 use crate::progress;
@@ -41,18 +42,27 @@ pub async fn run(
     );
 
     let path = std::path::absolute(&args.path)
-        .map_err(|e| UsageError(format!("{}: {e}", args.path.display())))?;
+        .map_err(|e| UsageError(format!("{}: {e}", Escaped::path(&args.path))))?;
+    // Refused before any job exists: the store keeps paths as text, and a
+    // lossy copy would name a file that is not there.
+    if path.to_str().is_none() {
+        return Err(UsageError(format!(
+            "{}: the file name is not valid UTF-8; modelferry keeps paths as text, so rename the file to import it",
+            Escaped::path(&path)
+        ))
+        .into());
+    }
     let meta = std::fs::symlink_metadata(&path)
-        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+        .map_err(|e| UsageError(format!("{}: {e}", Escaped::path(&path))))?;
     if meta.file_type().is_symlink() {
         return Err(UsageError(format!(
             "{}: is a symbolic link; modelferry never follows links (give the target's path)",
-            path.display()
+            Escaped::path(&path)
         ))
         .into());
     }
     if !meta.is_file() {
-        return Err(UsageError(format!("{}: not a regular file", path.display())).into());
+        return Err(UsageError(format!("{}: not a regular file", Escaped::path(&path))).into());
     }
     let identity = FileIdentity::of(&meta);
     let context = args.context.trim().to_string();
@@ -83,7 +93,7 @@ pub async fn run(
         Admission::Settled(job) => {
             eprintln!(
                 "{}: already imported (job {}); not uploading again (--force imports it again)",
-                path.display(),
+                Escaped::path(&path),
                 job.id
             );
             println!("{}", job.model_id.unwrap_or_default());
@@ -92,7 +102,7 @@ pub async fn run(
         Admission::Resume(job) => {
             eprintln!(
                 "{}: resuming job {} ({}, {}/{} chunks acknowledged)",
-                path.display(),
+                Escaped::path(&path),
                 job.id,
                 job.state,
                 job.chunks_done,
@@ -109,7 +119,7 @@ pub async fn run(
     let tx = Arc::new(tx);
     let name = path
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| Escaped::path(n.as_ref()).to_string())
         .unwrap_or_default();
     let follower = tokio::spawn(progress::follow(rx, name, bar, Duration::from_secs(5)));
 
@@ -138,22 +148,24 @@ pub async fn run(
     let job = store.job(job_id).await?;
     Ok(match outcome {
         Outcome::Succeeded { .. } => {
-            eprintln!("{}: imported (job {})", path.display(), job.id);
+            eprintln!("{}: imported (job {})", Escaped::path(&path), job.id);
             println!("{}", job.model_id.unwrap_or_default());
             exit::SUCCESS
         }
         Outcome::Failed(error) => {
             eprintln!(
-                "{}: import failed (job {}): {error}",
-                path.display(),
-                job.id
+                "{}: import failed (job {}): {}",
+                Escaped::path(&path),
+                job.id,
+                Escaped::str(&error)
             );
             exit::IMPORT_FAILED
         }
         Outcome::AuthRejected(msg) => {
             eprintln!(
-                "{}: {msg}. Nothing was failed or deleted; fix the key and run the same command again to resume job {}.",
-                path.display(),
+                "{}: {}. Nothing was failed or deleted; fix the key and run the same command again to resume job {}.",
+                Escaped::path(&path),
+                Escaped::str(&msg),
                 job.id
             );
             exit::KEY_REJECTED
@@ -161,7 +173,7 @@ pub async fn run(
         Outcome::Busy => {
             eprintln!(
                 "{}: job {} is being run by another modelferry process (the daemon, or another `upload`); not touching it",
-                path.display(),
+                Escaped::path(&path),
                 job.id
             );
             exit::BUSY
@@ -169,7 +181,7 @@ pub async fn run(
         Outcome::Interrupted => {
             eprintln!(
                 "{}: interrupted; run the same command again to resume job {} ({}/{} chunks acknowledged)",
-                path.display(),
+                Escaped::path(&path),
                 job.id,
                 job.chunks_done,
                 job.chunks_total

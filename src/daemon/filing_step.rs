@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::settle;
 use crate::config::{Config, WatchConfig};
+use crate::escaped::Escaped;
 use crate::job::{FilingState, Job};
 use crate::store::Store;
 
@@ -98,7 +99,7 @@ impl Filer {
         match outcome {
             Ok((state, dest)) => {
                 self.store.finish_filing(id, state).await?;
-                info!(job_id = id, state = %job.state, to = %dest.display(), "filed");
+                info!(job_id = id, state = %job.state, to = %Escaped::path(&dest), "filed");
             }
             Err(e) => {
                 warn!(job_id = id, error = %e, "cannot file the finished job; will retry");

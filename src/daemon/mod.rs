@@ -44,6 +44,7 @@ use self::queue::Queue;
 use self::status_line::StatusReport;
 use self::workers::Workers;
 use crate::config::Config;
+use crate::escaped::Escaped;
 use crate::job::{Job, JobId, NewJob};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -141,7 +142,7 @@ impl Daemon {
                 continue;
             }
             if self.filer.watch_for(job).is_none() {
-                warn!(job_id = job.id, path = %job.path.display(), "job's drop folder is no longer configured; leaving it");
+                warn!(job_id = job.id, path = %Escaped::path(&job.path), "job's drop folder is no longer configured; leaving it");
                 continue;
             }
             self.queue.enqueue(job);
@@ -231,13 +232,13 @@ impl Daemon {
         };
         match admit(&self.store, file, policy).await? {
             Admission::Settled(job) | Admission::Resume(job) => {
-                debug!(job_id = job.id, path = %c.path.display(), state = %job.state, "file already known");
+                debug!(job_id = job.id, path = %Escaped::path(&c.path), state = %job.state, "file already known");
             }
             Admission::New { job, superseded } => {
                 for id in superseded {
                     self.queue.remove_waiting(id);
                 }
-                info!(job_id = job.id, path = %c.path.display(), size = c.identity.size, "new file queued");
+                info!(job_id = job.id, path = %Escaped::path(&c.path), size = c.identity.size, "new file queued");
                 self.queue.enqueue(&job);
             }
         }

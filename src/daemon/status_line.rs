@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::queue::Queue;
+use crate::escaped::Escaped;
 use crate::job::JobState;
 
 /// How often the STATUS line is refreshed (and the job gauges with it).
@@ -84,7 +85,7 @@ impl StatusReport {
         let mut lines = 0;
         for (id, r) in queue.running() {
             let p = r.progress.borrow().clone();
-            info!(job_id = id, file = %r.name, state = %p.state, chunks_done = p.chunks_done, chunks_total = p.chunks_total, bytes_done = p.bytes_done, bytes_total = p.bytes_total, "progress");
+            info!(job_id = id, file = %Escaped::str(&r.name), state = %p.state, chunks_done = p.chunks_done, chunks_total = p.chunks_total, bytes_done = p.bytes_done, bytes_total = p.bytes_total, "progress");
             lines += 1;
         }
         lines

@@ -45,6 +45,10 @@ pub enum StoreError {
     Call(String),
     #[error("job {0} is being run by another modelferry process")]
     Busy(JobId),
+    /// Paths are stored and shown as text: a path that is not UTF-8 would
+    /// be stored altered and never found again.
+    #[error("{}: the path is not valid UTF-8", crate::escaped::Escaped::path(.0))]
+    NotUtf8(PathBuf),
     #[error("job lock {path}: {source}")]
     Lock {
         path: PathBuf,

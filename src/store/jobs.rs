@@ -14,6 +14,13 @@ use crate::source::FileIdentity;
 
 impl SqliteStore {
     pub fn admit(&mut self, new: &NewJob) -> Result<JobId> {
+        // Paths are stored and shown as text: one that is not UTF-8 would be
+        // stored altered and never found again.
+        for p in std::iter::once(&new.path).chain(&new.watch_dir) {
+            if p.to_str().is_none() {
+                return Err(StoreError::NotUtf8(p.clone()));
+            }
+        }
         let now = to_ms(SystemTime::now());
         let chunks_total = new.identity.size.div_ceil(new.chunk_size);
         let file_name = new

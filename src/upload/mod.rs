@@ -17,6 +17,7 @@ mod backoff;
 mod hash;
 mod pipeline;
 mod plan;
+mod session;
 pub mod setup;
 
 use std::collections::HashMap;
@@ -32,10 +33,11 @@ pub use hash::ResumableSha256;
 pub use plan::ChunkPlan;
 
 use crate::config::UploadConfig;
+use crate::escaped::Escaped;
 use crate::job::JobState;
-use crate::job::{Failure, Job, JobId, SessionRecord, Stage};
+use crate::job::{Failure, Job, JobId, Stage};
 use crate::metrics::Metrics;
-use crate::platform::{ErrorKind, ImportStatus, Op, PlatformClient, PlatformError, StartRequest};
+use crate::platform::{ErrorKind, ImportStatus, Op, PlatformClient, PlatformError};
 use crate::source::SourceError;
 use crate::store::{Hold, Store, StoreError};
 
@@ -140,6 +142,11 @@ pub(crate) struct JobCtx {
 
 /// Reads failures of the source file retried before the job fails.
 const READ_RETRIES: u32 = 3;
+/// Sessions lost in a row before any chunk was acknowledged in them, from
+/// which on the job is held: the error shown in `status`, the next session
+/// only after a backoff. Two: one loss can be bad luck, two in a row of
+/// sessions that never took a chunk are a pattern.
+const HOLD_AFTER_LOST: u32 = 2;
 
 impl Engine {
     pub fn new(
@@ -204,10 +211,15 @@ impl Engine {
         // Sessions replaced in a row: a platform that loses every new
         // session must not be asked for new ones in a tight loop.
         let mut replaced = Backoff::new(ctx.settings.retry_initial, ctx.settings.retry_max);
+        // Of those, how many were lost before any chunk was acknowledged.
+        let mut lost_unused = 0;
         loop {
             let job = ctx.store.job(id).await?;
             if !named {
-                tracing::Span::current().record("file", job.file_name.as_str());
+                tracing::Span::current().record(
+                    "file",
+                    tracing::field::display(Escaped::str(&job.file_name)),
+                );
                 named = true;
             }
             ctx.show(&job);
@@ -229,6 +241,7 @@ impl Engine {
                     read_failures = 0;
                     if job.state != JobState::Queued {
                         replaced.reset();
+                        lost_unused = 0;
                     }
                     continue;
                 }
@@ -242,15 +255,24 @@ impl Engine {
                     kind: ErrorKind::SessionGone,
                     ..
                 }) => {
-                    if replaced.attempts() > 0 {
+                    let acked = ctx.store.job(id).await?.chunks_done;
+                    lost_unused = if acked == 0 { lost_unused + 1 } else { 0 };
+                    if replaced.attempts() == 0 {
+                        replaced.next_delay(None);
+                        warn!(error = %err, "starting a new session from chunk 0");
+                    } else {
                         let delay = replaced.next_delay(None);
-                        warn!(error = %err, retry_in = ?delay, "the new session was lost as well; waiting before the next one");
+                        if lost_unused >= HOLD_AFTER_LOST {
+                            // Held: the reason shows in `status` while it waits.
+                            let e = format!("{lost_unused} sessions in a row were lost before the platform acknowledged a chunk (last: {err})");
+                            warn!(error = %e, retry_in = ?delay, "sessions keep being lost; waiting before the next one");
+                            ctx.note(&e, delay).await?;
+                        } else {
+                            warn!(error = %err, retry_in = ?delay, "the new session was lost as well; waiting before the next one");
+                        }
                         if ctx.sleep(delay).await.is_err() {
                             return Ok(Outcome::Interrupted);
                         }
-                    } else {
-                        replaced.next_delay(None);
-                        warn!(error = %err, "starting a new session from chunk 0");
                     }
                     match ctx.start_session(&job).await {
                         Ok(()) => continue,
@@ -376,60 +398,6 @@ impl JobCtx {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    async fn start_session(&self, job: &Job) -> Result<(), StepError> {
-        if job.size() == 0 {
-            return Err(StepError::Source(SourceError::Empty {
-                path: job.path.clone(),
-            }));
-        }
-        // The file must still be the one the job was made for before a new
-        // session is spent on it.
-        let path = job.path.clone();
-        let identity = job.identity;
-        tokio::task::spawn_blocking(move || {
-            crate::source::SourceFile::open(&path, &identity).map(drop)
-        })
-        .await??;
-        let req = StartRequest {
-            file_context: job.file_context.clone(),
-            total_chunks: job.chunks_total,
-            file_extension: crate::platform::file_extension(&job.file_name),
-            file_name: job.file_name.clone(),
-            file_size: job.size(),
-            is_adapter: job.is_adapter,
-        };
-        let info = self.retry(|| self.platform.start_session(&req)).await?;
-        let record = SessionRecord {
-            session_id: info.session_id.to_string(),
-            started_at: SystemTime::now(),
-            expires_at: info.expires_at,
-        };
-        let model_id = info
-            .model_id
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_default();
-        self.store
-            .start_session(self.id, &self.hold, &record, &model_id)
-            .await?;
-        info!(session_id = %info.session_id, model_id = info.model_id.as_ref().map_or("", |m| m.as_str()), chunks = job.chunks_total, "import session started");
-        Ok(())
-    }
-
-    /// Whether the session is within the safety margin of its expiry. The
-    /// margin never exceeds a quarter of the session's lifetime, so a
-    /// platform with short sessions still gets used.
-    fn session_expiring(&self, session: &SessionRecord) -> bool {
-        let Some(expires) = session.expires_at else {
-            return false;
-        };
-        let lifetime = expires
-            .duration_since(session.started_at)
-            .unwrap_or(Duration::ZERO);
-        let margin = self.settings.session_margin.min(lifetime / 4);
-        SystemTime::now() + margin >= expires
     }
 
     async fn upload_all(&self, job: &Job) -> Result<(), StepError> {

@@ -156,7 +156,7 @@ pub(super) async fn upload_chunks(
     });
 
     let session_id: Arc<str> = session.session_id.as_str().into();
-    let file_name: Arc<str> = job.file_name.as_str().into();
+    let file_name: Arc<str> = part_name(&job.file_name).into();
     let parallel = ctx.settings.parallel_chunks.max(1);
     let mut inflight: JoinSet<Result<(), StepError>> = JoinSet::new();
     let mut cancelled = false;
@@ -235,6 +235,17 @@ pub(super) async fn upload_chunks(
     Ok(hasher.finalize_hex())
 }
 
+/// The name the chunk's file part carries. It travels in a multipart
+/// header, where a control character (a newline in the name) would break
+/// the form; those become `_`. The start request's `fileName` (JSON) keeps
+/// the name exactly.
+fn part_name(file_name: &str) -> String {
+    file_name
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect()
+}
+
 async fn upload_one(
     ctx: JobCtx,
     session_id: Arc<str>,
@@ -270,4 +281,13 @@ async fn upload_one(
     });
     debug!(bytes = size, "chunk acknowledged");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn part_names_carry_no_control_characters() {
+        assert_eq!(super::part_name("new\nline\r\x1b.tar"), "new_line__.tar");
+        assert_eq!(super::part_name("modèle v2.tar"), "modèle v2.tar");
+    }
 }

@@ -43,6 +43,10 @@ pub(super) struct Folder {
     files: HashMap<String, Seen>,
     /// Names in `files` not sent yet: the only ones re-stat'ed every tick.
     pub(super) pending: HashSet<String>,
+    /// Files whose names are not UTF-8, already warned about: never
+    /// imported (paths are stored and shown as text), warned about once
+    /// while they stay.
+    not_utf8: HashSet<OsString>,
     pub(super) next_full: Instant,
     /// The notify watcher and the (dev, ino) of the folder it watches.
     events: Option<(RecommendedWatcher, (u64, u64))>,
@@ -68,6 +72,7 @@ impl Folder {
             rescan_interval,
             files: HashMap::new(),
             pending: HashSet::new(),
+            not_utf8: HashSet::new(),
             next_full: now,
             events: None,
             read_trouble: None,
@@ -102,7 +107,7 @@ impl Folder {
                 // their own re-stat if they are really gone.
                 let problem = e.to_string();
                 if self.read_trouble.as_ref() != Some(&problem) {
-                    warn!(folder = %self.dir.display(), error = %problem,
+                    warn!(folder = %Escaped::path(&self.dir), error = %problem,
                         "cannot read drop folder; retrying at the next rescan");
                     self.read_trouble = Some(problem);
                 }
@@ -110,14 +115,22 @@ impl Folder {
             }
         };
         let finished = Instant::now();
-        trace!(folder = %self.dir.display(), files = listing.files.len(), "rescanned drop folder");
+        trace!(folder = %Escaped::path(&self.dir), files = listing.files.len(), "rescanned drop folder");
         if self.read_trouble.take().is_some() {
-            info!(folder = %self.dir.display(), "drop folder is readable again");
+            info!(folder = %Escaped::path(&self.dir), "drop folder is readable again");
         }
         if listing.complete {
             let present = &listing.names;
             self.files.retain(|name, _| present.contains(name));
             self.pending.retain(|name| present.contains(name));
+            self.not_utf8.retain(|name| listing.not_utf8.contains(name));
+        }
+        for name in listing.not_utf8 {
+            if !self.not_utf8.contains(&name) {
+                warn!(folder = %Escaped::path(&self.dir), file = %Escaped::path(Path::new(&name)),
+                    "ignored: the file name is not valid UTF-8; rename the file to import it");
+                self.not_utf8.insert(name);
+            }
         }
         for observed in listing.files {
             out.extend(self.apply(observed, started, finished));
@@ -128,20 +141,26 @@ impl Folder {
         let mut listing = Listing {
             files: Vec::new(),
             names: HashSet::new(),
+            not_utf8: HashSet::new(),
             complete: true,
         };
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(e) => {
-                    warn!(folder = %self.dir.display(), error = %e, "listing drop folder failed part way");
+                    warn!(folder = %Escaped::path(&self.dir), error = %e, "listing drop folder failed part way");
                     listing.complete = false;
                     break;
                 }
             };
             let file_name = entry.file_name();
             let Some(name) = file_name.to_str() else {
-                debug!(folder = %self.dir.display(), name = ?file_name, "ignored: name is not UTF-8");
+                // Judged by the same rules, so only a file that would have
+                // been taken is warned about.
+                let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+                if is_file && is_candidate_name(&file_name.to_string_lossy(), &self.include) {
+                    listing.not_utf8.insert(file_name);
+                }
                 continue;
             };
             if !is_candidate_name(name, &self.include) {
@@ -158,7 +177,7 @@ impl Folder {
                     listing.names.remove(name);
                 }
                 Err(e) => {
-                    warn!(file = %entry.path().display(), error = %e, "cannot stat file in drop folder");
+                    warn!(file = %Escaped::path(&entry.path()), error = %e, "cannot stat file in drop folder");
                 }
             }
         }
@@ -179,7 +198,7 @@ impl Folder {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.forget(&name, "gone"),
                 Err(e) => {
                     // The next full rescan finds it again if it is still there.
-                    warn!(file = %path.display(), error = %e, "cannot stat file in drop folder");
+                    warn!(file = %Escaped::path(&path), error = %e, "cannot stat file in drop folder");
                     self.forget(&name, "cannot stat");
                 }
             }
@@ -193,7 +212,7 @@ impl Folder {
     fn forget(&mut self, name: &str, why: &str) {
         if self.files.remove(name).is_some() {
             self.pending.remove(name);
-            debug!(folder = %self.dir.display(), file = name, why, "forgetting file");
+            debug!(folder = %Escaped::path(&self.dir), file = %Escaped::str(name), why, "forgetting file");
         }
     }
 
@@ -213,7 +232,7 @@ impl Folder {
                 }
                 seen.sent = true;
                 self.pending.remove(&o.name);
-                debug!(folder = %self.dir.display(), file = %o.name, size = o.identity.size,
+                debug!(folder = %Escaped::path(&self.dir), file = %Escaped::str(&o.name), size = o.identity.size,
                     "file is stable; taking it");
                 Some(Candidate {
                     path: self.dir.join(&o.name),
@@ -223,7 +242,7 @@ impl Folder {
                 })
             }
             previous => {
-                debug!(folder = %self.dir.display(), file = %o.name, size = o.identity.size,
+                debug!(folder = %Escaped::path(&self.dir), file = %Escaped::str(&o.name), size = o.identity.size,
                     changed = previous.is_some(), "waiting for file to be stable");
                 self.files.insert(
                     o.name.clone(),
@@ -261,13 +280,13 @@ impl Folder {
             Ok(watcher) => {
                 self.events = Some((watcher, id));
                 if self.watch_trouble.take().is_some() {
-                    info!(folder = %self.dir.display(), "watching drop folder for file events again");
+                    info!(folder = %Escaped::path(&self.dir), "watching drop folder for file events again");
                 }
             }
             Err(e) => {
                 let problem = e.to_string();
                 if self.watch_trouble.as_ref() != Some(&problem) {
-                    warn!(folder = %self.dir.display(), error = %problem,
+                    warn!(folder = %Escaped::path(&self.dir), error = %problem,
                         poll = ?self.poll_interval,
                         "cannot watch drop folder for file events; polling it instead");
                     self.watch_trouble = Some(problem);
@@ -301,6 +320,8 @@ pub(super) struct Listing {
     files: Vec<Observed>,
     /// Every candidate name present, regular file or not.
     names: HashSet<String>,
+    /// Regular files that would be candidates but for a name that is not UTF-8.
+    not_utf8: HashSet<OsString>,
     /// Whether the whole folder was listed (only then are absent names forgotten).
     complete: bool,
 }
@@ -318,13 +339,13 @@ pub(super) fn forward(
     let event = match res {
         Ok(event) => event,
         Err(e) => {
-            warn!(folder = %root.display(), error = %e, "file events failed; rescanning the folder");
+            warn!(folder = %Escaped::path(root), error = %e, "file events failed; rescanning the folder");
             shared.mark_dirty(index);
             return;
         }
     };
     if event.need_rescan() {
-        debug!(folder = %root.display(), "file events were lost; rescanning the folder");
+        debug!(folder = %Escaped::path(root), "file events were lost; rescanning the folder");
         shared.mark_dirty(index);
         return;
     }

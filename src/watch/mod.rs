@@ -2,7 +2,8 @@
 //!
 //! The [`Watcher`] owns what modelferry knows about every configured drop
 //! folder: which names count (the ignore rules of [`is_candidate_name`];
-//! regular files directly in the folder, never through a symbolic link), the
+//! regular files directly in the folder, never through a symbolic link, whose
+//! names are UTF-8: others are warned about once and never sent), the
 //! identity each file was last seen with and since when, and which identities
 //! have already been handed on. It promises to send a [`Candidate`] once per
 //! identity, after that identity has been seen unchanged for the folder's
@@ -15,6 +16,7 @@
 //! never a file. All filesystem work runs on tokio's blocking pool.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use crate::config::WatchConfig;
+use crate::escaped::Escaped;
 use crate::source::FileIdentity;
 
 mod folder;

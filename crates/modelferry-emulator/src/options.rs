@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Options of one emulator instance. `Default` gives a well-behaved platform:
-/// no faults, no latency, 10 minute sessions, two IN_PROGRESS polls.
+/// no faults, no latency, 10 minute sessions, a clock in step with the
+/// client's, two IN_PROGRESS polls.
 /// `Debug` redacts the API key.
 #[derive(Clone)]
 pub struct EmulatorOptions {
@@ -33,6 +34,11 @@ pub struct EmulatorOptions {
     pub latency: Duration,
     /// `expirationDate` = session start + this.
     pub session_ttl: Duration,
+    /// How far the emulator's clock runs behind the client's: answered
+    /// `expirationDate`s are this much earlier than the moment the session
+    /// really expires (which stays start + `session_ttl`). Past `session_ttl`,
+    /// sessions look expired on arrival while they take chunks.
+    pub clock_behind: Duration,
     /// IN_PROGRESS dock-status answers before the final one.
     pub import_polls: u32,
     /// Benchmark mode: hash and count each chunk, keep no bytes, write nothing.
@@ -53,6 +59,7 @@ impl Default for EmulatorOptions {
             retry_after: Duration::from_secs(1),
             latency: Duration::ZERO,
             session_ttl: Duration::from_secs(10 * 60),
+            clock_behind: Duration::ZERO,
             import_polls: 2,
             discard: false,
             max_chunk_size: 256 * 1024 * 1024,
@@ -72,6 +79,7 @@ impl fmt::Debug for EmulatorOptions {
             .field("retry_after", &self.retry_after)
             .field("latency", &self.latency)
             .field("session_ttl", &self.session_ttl)
+            .field("clock_behind", &self.clock_behind)
             .field("import_polls", &self.import_polls)
             .field("discard", &self.discard)
             .field("max_chunk_size", &self.max_chunk_size)

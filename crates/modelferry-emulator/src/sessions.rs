@@ -64,6 +64,7 @@ impl Emulator {
     pub fn create_session(&self, start: StartRequest) -> Result<StartAnswer, ApiError> {
         let now = now_ms();
         let ttl_ms = u64::try_from(self.opts.session_ttl.as_millis()).unwrap_or(u64::MAX);
+        let behind_ms = u64::try_from(self.opts.clock_behind.as_millis()).unwrap_or(u64::MAX);
         let mut table = self.sessions();
         let seq = table.next_seq;
         table.next_seq += 1;
@@ -87,7 +88,8 @@ impl Emulator {
             .map_err(|e| ApiError::internal(format!("emulator cannot save the session: {e}")))?;
         let answer = StartAnswer {
             session_id: session.meta.session_id.clone(),
-            expiration_date: format_ms(session.meta.expires_at_ms),
+            // The date as a clock `clock_behind` slow reads the real expiry.
+            expiration_date: format_ms(session.meta.expires_at_ms.saturating_sub(behind_ms)),
             model_id: session.meta.model_id.clone(),
         };
         tracing::debug!(session_id = %answer.session_id, "emulator: session started");

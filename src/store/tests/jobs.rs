@@ -269,3 +269,33 @@ async fn root_opening_a_service_database_leaves_its_files_to_the_service_user() 
     }
     drop(s);
 }
+
+#[tokio::test]
+async fn refuses_a_path_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path()).await;
+    let bad = PathBuf::from(std::ffi::OsStr::from_bytes(b"/drop/bad\xff.tar"));
+    let err = s
+        .admit(&NewJob {
+            path: bad,
+            identity: FileIdentity {
+                dev: 1,
+                ino: 2,
+                size: 10,
+                mtime_ns: 3,
+            },
+            file_context: "model".into(),
+            is_adapter: false,
+            chunk_size: 1024,
+            watch_dir: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotUtf8(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        r"/drop/bad\xff.tar: the path is not valid UTF-8"
+    );
+    assert!(s.jobs().await.unwrap().is_empty());
+}

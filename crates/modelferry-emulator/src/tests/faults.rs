@@ -113,6 +113,24 @@ async fn sessions_expire_after_their_ttl() {
 }
 
 #[tokio::test]
+async fn a_clock_behind_answers_past_expiration_dates_but_takes_chunks() {
+    let emu = emulator(EmulatorOptions {
+        clock_behind: Duration::from_secs(3600),
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let api = Api::new(&emu);
+    let res = api.start(&start_body("m.tar", 10, 1)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let v: Value = res.json().await.unwrap();
+    let expiry = humantime::parse_rfc3339(v["expirationDate"].as_str().unwrap()).unwrap();
+    assert!(expiry < std::time::SystemTime::now(), "{v}");
+    let sid = v["sessionId"].as_str().unwrap();
+    api.chunk_ok(sid, 0, &[1u8; 10]).await;
+    assert!(!session(&emu.report(), sid).expired);
+}
+
+#[tokio::test]
 async fn lost_ack_stores_the_chunk_then_answers_502() {
     let emu = emulator(EmulatorOptions {
         lost_ack_rate: 1.0,
