@@ -1,13 +1,16 @@
 //! The source file of a job: its identity and positioned reads of its chunks.
 //!
 //! A file's identity is (device, inode, size, mtime): the same identity means
-//! the same file, unchanged. Files are opened without following symbolic
-//! links, and every read checks the open file still has the identity the job
-//! was planned with, so a file rewritten mid-upload is noticed.
+//! the same file, unchanged. [`open_regular`] is the one way a file taken
+//! from a drop folder is opened: never through a symbolic link, never
+//! blocking (a FIFO swapped in for a file would otherwise block `open` until
+//! a writer came), and only if the opened descriptor is a regular file.
+//! Every read checks the open file still has the identity the job was
+//! planned with, so a file rewritten mid-upload is noticed.
 
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, FileType, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// What makes a file the same file.
@@ -39,8 +42,8 @@ impl FileIdentity {
 pub enum SourceError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path}: not a regular file")]
-    NotRegular { path: PathBuf },
+    #[error("{path}: not a regular file ({kind}); only regular files are imported")]
+    NotRegular { path: PathBuf, kind: &'static str },
     #[error(
         "{path}: the file changed since it was taken (size, modification time or inode differ)"
     )]
@@ -63,6 +66,73 @@ impl SourceError {
     }
 }
 
+/// What a file that is not a regular file is, for error messages.
+fn kind_of(t: FileType) -> &'static str {
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_dir() {
+        "a folder"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file"
+    }
+}
+
+fn not_regular(path: &Path, t: FileType) -> SourceError {
+    SourceError::NotRegular {
+        path: path.to_path_buf(),
+        kind: kind_of(t),
+    }
+}
+
+/// Opens `path` read-only if it is a regular file, without blocking and
+/// without following a symbolic link; returns it with its `fstat`.
+///
+/// The `lstat` first keeps special files from being opened at all (opening
+/// a device can have effects); the name can still be swapped between the
+/// two calls, so the open never blocks (`O_NONBLOCK`: a FIFO opens at once
+/// instead of waiting for a writer) and the descriptor's own type decides.
+/// `O_NONBLOCK` stays set: it has no effect on a regular file's reads.
+pub fn open_regular(path: &Path) -> Result<(File, Metadata), SourceError> {
+    let before = std::fs::symlink_metadata(path).map_err(|e| SourceError::io(path, e))?;
+    if !before.file_type().is_file() {
+        return Err(not_regular(path, before.file_type()));
+    }
+    open_checked(path)
+}
+
+/// The open and `fstat` of [`open_regular`], safe on whatever the name holds.
+fn open_checked(path: &Path) -> Result<(File, Metadata), SourceError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            // A symbolic link (O_NOFOLLOW) or a socket swapped in since the lstat.
+            Some(libc::ELOOP) => SourceError::NotRegular {
+                path: path.to_path_buf(),
+                kind: "a symbolic link",
+            },
+            Some(libc::ENXIO) => SourceError::NotRegular {
+                path: path.to_path_buf(),
+                kind: "a socket",
+            },
+            _ => SourceError::io(path, e),
+        })?;
+    let meta = file.metadata().map_err(|e| SourceError::io(path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(path, meta.file_type()));
+    }
+    Ok((file, meta))
+}
+
 /// An open source file whose identity is checked on every read.
 pub struct SourceFile {
     file: File,
@@ -71,20 +141,10 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// Opens `path` (never through a symbolic link) and checks it still has
+    /// Opens `path` with [`open_regular`] and checks it still has
     /// `expected` identity.
     pub fn open(path: &Path, expected: &FileIdentity) -> Result<Self, SourceError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|e| SourceError::io(path, e))?;
-        let meta = file.metadata().map_err(|e| SourceError::io(path, e))?;
-        if !meta.file_type().is_file() {
-            return Err(SourceError::NotRegular {
-                path: path.to_path_buf(),
-            });
-        }
+        let (file, meta) = open_regular(path)?;
         let src = SourceFile {
             file,
             path: path.to_path_buf(),
@@ -135,7 +195,7 @@ impl SourceFile {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
@@ -166,6 +226,72 @@ mod tests {
         let l = dir.path().join("l.tar");
         std::os::unix::fs::symlink(&p, &l).unwrap();
         let id = FileIdentity::of_path(&p).unwrap();
-        assert!(SourceFile::open(&l, &id).is_err());
+        assert!(matches!(
+            SourceFile::open(&l, &id),
+            Err(SourceError::NotRegular { .. })
+        ));
+    }
+
+    /// Makes a FIFO at `path` (with mkfifo(1): this crate has no unsafe code).
+    pub(crate) fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success(), "mkfifo {}", path.display());
+    }
+
+    /// Runs `f` on a thread and fails the test if it has not returned in
+    /// time: a blocking open must show as a failure, not a hung test.
+    fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("returned without blocking")
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.tar");
+        std::fs::write(&p, b"data").unwrap();
+        let id = FileIdentity::of_path(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        mkfifo(&p);
+        let p2 = p.clone();
+        let e = within_5s(move || SourceFile::open(&p2, &id).err());
+        let e = e.expect("refused");
+        assert!(
+            matches!(e, SourceError::NotRegular { kind: "a FIFO", .. }),
+            "{e}"
+        );
+        let m = e.to_string();
+        assert!(
+            m.contains("not a regular file") && m.contains("a.tar"),
+            "{m}"
+        );
+        // A FIFO swapped in after the lstat: the open does not wait for a
+        // writer, and the descriptor's own type refuses it.
+        let p2 = p.clone();
+        let e = within_5s(move || open_checked(&p2).err()).expect("refused");
+        assert!(matches!(e, SourceError::NotRegular { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open_regular(dir.path()).expect_err("a folder");
+        assert!(
+            matches!(
+                e,
+                SourceError::NotRegular {
+                    kind: "a folder",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

@@ -38,9 +38,12 @@ pub fn plan(job: &Job, watch: &WatchConfig) -> Plan {
     }
 }
 
+/// Whether the job's path now holds another regular file: a new version
+/// the watcher takes as a new job. Anything else there (a FIFO, a folder, a
+/// link) will never be a job, so the failure is filed with its receipt.
 fn changed(job: &Job) -> bool {
-    match FileIdentity::of_path(&job.path) {
-        Ok(id) => id != job.identity,
+    match std::fs::symlink_metadata(&job.path) {
+        Ok(meta) => meta.file_type().is_file() && FileIdentity::of(&meta) != job.identity,
         Err(_) => false,
     }
 }

@@ -6,15 +6,21 @@
 //! it. The daemon records the destination it chose before acting and may
 //! repeat any step after a crash, so every operation is idempotent: a repeat
 //! finds the work done or finishes it. None replaces a file it did not write.
-//! Errors name the paths involved.
+//! Every name made from a file's name comes from [`names::derived_name`], so
+//! it fits in `NAME_MAX` however long the file's name is. Errors name the
+//! paths involved.
+
+mod names;
 
 use std::fmt::Display;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use names::{derived_name, Derive, NAME_MAX};
 
 /// `NAME.receipt.json`: what the platform imported.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,7 +37,8 @@ pub struct SuccessReceipt {
     pub started_at: String,
     /// RFC 3339.
     pub finished_at: String,
-    /// The file's name in its drop folder.
+    /// The file's name in its drop folder, whole even where the receipt's
+    /// own name had to be shortened.
     pub file: String,
     pub job_id: i64,
 }
@@ -53,6 +60,7 @@ pub struct ErrorReceipt {
 
 const RECEIPT_SUFFIX: &str = ".receipt.json";
 const ERROR_SUFFIX: &str = ".error.json";
+const COPY_TEMP_SUFFIX: &str = ".modelferry-copy.tmp";
 /// Gives up looking for a free name after this many suffixes.
 const MAX_SUFFIX: u32 = 100_000;
 
@@ -62,9 +70,10 @@ fn context(e: io::Error, what: impl Display) -> io::Error {
 }
 
 /// A destination path for `name` in `dir` such that neither `dir/NAME'` nor
-/// `dir/NAME'.receipt.json` nor `dir/NAME'.error.json` exists: `name` itself
-/// if free, else a suffix before the extension chain: `m.tar.gz` ->
-/// `m-1.tar.gz`, `m-2.tar.gz`, ... Never returns a path that exists.
+/// its receipt nor its error receipt exists: `name` itself if free, else a
+/// suffix before the extension chain: `m.tar.gz` -> `m-1.tar.gz`,
+/// `m-2.tar.gz`, ... (shortened where needed, see [`derived_name`]). Never
+/// returns a path that exists.
 pub fn free_destination(dir: &Path, name: &str) -> io::Result<PathBuf> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         return Err(io::Error::new(
@@ -75,12 +84,16 @@ pub fn free_destination(dir: &Path, name: &str) -> io::Result<PathBuf> {
             ),
         ));
     }
-    let (stem, extension) = split_extension(name);
     for n in 0..=MAX_SUFFIX {
         let dest = if n == 0 {
             dir.join(name)
         } else {
-            dir.join(format!("{stem}-{n}{extension}"))
+            let infix = format!("-{n}");
+            let numbered = Derive {
+                infix: &infix,
+                ..Derive::default()
+            };
+            dir.join(derived_name(name, &numbered))
         };
         if !taken(&dest)? && !taken(&receipt_path(&dest))? && !taken(&error_path(&dest))? {
             return Ok(dest);
@@ -93,22 +106,6 @@ pub fn free_destination(dir: &Path, name: &str) -> io::Result<PathBuf> {
             dir.display()
         ),
     ))
-}
-
-/// Splits off the extension chain a suffix goes before: the last extension,
-/// with `.tar` ahead of it (`m.tar.gz`, `m.tar.zst`). Only those, so dots in
-/// a versioned name stay put: `llama-3.1-8b.tar.gz` -> `llama-3.1-8b-1.tar.gz`.
-fn split_extension(name: &str) -> (&str, &str) {
-    let Some(dot) = name.rfind('.').filter(|&i| i > 0 && i + 1 < name.len()) else {
-        return (name, "");
-    };
-    let stem = &name[..dot];
-    if let Some(inner) = stem.rfind('.').filter(|&i| i > 0) {
-        if stem[inner..].eq_ignore_ascii_case(".tar") {
-            return name.split_at(inner);
-        }
-    }
-    name.split_at(dot)
 }
 
 /// Whether anything (even a dangling symbolic link) has this name.
@@ -124,20 +121,32 @@ fn lstat(path: &Path) -> io::Result<Option<Metadata>> {
     }
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
+/// The path beside `path` named [`derived_name`] of its name.
+fn derived_path(path: &Path, d: &Derive) -> PathBuf {
+    // Names reach filing as UTF-8 (the drop-folder watcher takes no other).
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    folder_of(path).join(derived_name(&name, d))
 }
 
-/// `dest` + `.receipt.json`.
+/// `dest` + `.receipt.json`, shortened where needed.
 pub fn receipt_path(dest: &Path) -> PathBuf {
-    with_suffix(dest, RECEIPT_SUFFIX)
+    let receipt = Derive {
+        suffix: RECEIPT_SUFFIX,
+        ..Derive::default()
+    };
+    derived_path(dest, &receipt)
 }
 
-/// `dest` + `.error.json`.
+/// `dest` + `.error.json`, shortened where needed.
 pub fn error_path(dest: &Path) -> PathBuf {
-    with_suffix(dest, ERROR_SUFFIX)
+    let error = Derive {
+        suffix: ERROR_SUFFIX,
+        ..Derive::default()
+    };
+    derived_path(dest, &error)
 }
 
 /// The folder a path is in (`.` for a bare name).
@@ -150,7 +159,12 @@ fn folder_of(path: &Path) -> &Path {
 
 /// Makes a folder's entries (a rename, a new or removed name) durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    let result = File::open(dir).and_then(|d| d.sync_all());
+    // O_DIRECTORY: whatever took the folder's name (a FIFO) is refused, not waited on.
+    let result = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NONBLOCK)
+        .open(dir)
+        .and_then(|d| d.sync_all());
     match result {
         // Some filesystems cannot fsync a folder; they make no promise to keep.
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP)) => Ok(()),
@@ -170,29 +184,51 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()>
         )
     })?;
     bytes.push(b'\n');
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    // Hidden and `.tmp`: never taken for a model even in a drop folder.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".tmp")
-        // Like any new file: 0666 less the umask (tempfile's default is 0600).
-        .permissions(fs::Permissions::from_mode(0o666))
-        .tempfile_in(dir)
-        .map_err(|e| {
-            context(
-                e,
-                format_args!("writing {}: creating a temporary file", path.display()),
-            )
-        })?;
-    tmp.write_all(&bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| context(e, format_args!("writing {}", path.display())))?;
-    tmp.persist(path)
-        .map_err(|e| context(e.error, format_args!("writing {}", path.display())))?;
+    let (tmp, mut file) = create_temp_beside(path).map_err(|e| {
+        context(
+            e,
+            format_args!("writing {}: creating a temporary file", path.display()),
+        )
+    })?;
+    let written = file
+        .write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(context(e, format_args!("writing {}", path.display())));
+    }
     sync_dir(dir)
+}
+
+/// A new file beside `path` named `.NAME.XXXXXXXX.tmp` (shortened where
+/// needed): hidden and `.tmp`, so never taken for a model even in a drop
+/// folder; a random part so concurrent writers never share one.
+fn create_temp_beside(path: &Path) -> io::Result<(PathBuf, File)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let tag = format!(".{:08x}.tmp", fastrand::u32(..));
+        let tmp = derived_path(
+            path,
+            &Derive {
+                prefix: ".",
+                suffix: &tag,
+                ..Derive::default()
+            },
+        );
+        // Like any new file: 0666 less the umask.
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::ErrorKind::AlreadyExists.into()))
 }
 
 /// Moves `src` to `dst`: rename; across filesystems (EXDEV) copy to a temp
@@ -291,11 +327,12 @@ fn finish_or_refuse(
 /// The temporary name a copy is made under before it takes `dst`'s name.
 /// Fixed, so a retry after a crash replaces its own leftover.
 fn copy_temp_path(dst: &Path) -> PathBuf {
-    let name = dst
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    folder_of(dst).join(format!(".{name}.modelferry-copy.tmp"))
+    let copy = Derive {
+        prefix: ".",
+        suffix: COPY_TEMP_SUFFIX,
+        ..Derive::default()
+    };
+    derived_path(dst, &copy)
 }
 
 /// The move across filesystems: copy to a temporary name beside `dst`
@@ -311,10 +348,16 @@ fn copy_across(src: &Path, src_meta: &Metadata, dst: &Path, what: &str) -> io::R
     let tmp = copy_temp_path(dst);
     remove_file(&tmp)?;
     let copy = || -> io::Result<()> {
-        let mut input = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(src)?;
+        // Never blocks on a FIFO swapped in for the file, and copies only
+        // the file that was looked at.
+        let (mut input, opened) = crate::source::open_regular(src)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        if (opened.dev(), opened.ino()) != (src_meta.dev(), src_meta.ino()) {
+            return Err(io::Error::other(format!(
+                "{} was replaced by another file",
+                src.display()
+            )));
+        }
         let mut output = OpenOptions::new()
             .write(true)
             .create_new(true)

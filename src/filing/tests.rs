@@ -1,3 +1,6 @@
+use std::os::unix::fs::PermissionsExt;
+
+use super::names::split_extension;
 use super::*;
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -258,4 +261,193 @@ fn suffix_paths() {
     let dest = Path::new("/done/m.tar.gz");
     assert_eq!(receipt_path(dest), Path::new("/done/m.tar.gz.receipt.json"));
     assert_eq!(error_path(dest), Path::new("/done/m.tar.gz.error.json"));
+}
+
+/// A name of exactly `len` bytes ending in `.tar.gz`, with two-byte
+/// characters so that a cut has to respect UTF-8 boundaries.
+fn long_name(tag: &str, len: usize) -> String {
+    let ext = ".tar.gz";
+    let mut s = format!("{tag}-");
+    while s.len() + ext.len() < len {
+        s.push(if len - s.len() - ext.len() >= 2 {
+            'ü'
+        } else {
+            'x'
+        });
+    }
+    s.push_str(ext);
+    assert_eq!(s.len(), len);
+    s
+}
+
+const LONG: [usize; 3] = [231, 243, 255];
+
+fn name_of(p: &Path) -> String {
+    p.file_name()
+        .expect("a name")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn derived_names_are_left_alone_when_they_fit() {
+    let d = Derive {
+        prefix: ".",
+        infix: "-2",
+        suffix: ".tmp",
+    };
+    assert_eq!(derived_name("m.tar.gz", &d), ".m-2.tar.gz.tmp");
+    let fits = long_name("a", NAME_MAX - ".receipt.json".len());
+    assert_eq!(
+        name_of(&receipt_path(&Path::new("/d").join(&fits))),
+        format!("{fits}.receipt.json")
+    );
+}
+
+#[test]
+fn long_derived_names_are_shortened_recognisably_and_uniquely() {
+    for len in LONG {
+        let a = long_name("a", len);
+        let b = long_name("b", len);
+        // Same start and length, different last character before the extension.
+        let mut stem = a.strip_suffix(".tar.gz").expect("ext").chars();
+        stem.next_back();
+        let a2 = format!("{}y.tar.gz", stem.as_str());
+        for d in [
+            Derive {
+                suffix: ".receipt.json",
+                ..Derive::default()
+            },
+            Derive {
+                infix: "-100000",
+                ..Derive::default()
+            },
+            Derive {
+                prefix: ".",
+                suffix: ".0123abcd.tmp",
+                ..Derive::default()
+            },
+        ] {
+            let name = derived_name(&a, &d);
+            assert!(name.len() <= NAME_MAX, "{len}: {} bytes", name.len());
+            assert!(name.starts_with(&format!("{}a-üü", d.prefix)), "{name}");
+            assert!(
+                name.ends_with(&format!("{}.tar.gz{}", d.infix, d.suffix)),
+                "{name}"
+            );
+            assert_eq!(name, derived_name(&a, &d), "the same every time");
+            assert_ne!(name, derived_name(&b, &d));
+            assert_ne!(name, derived_name(&a2, &d), "unique despite the cut");
+        }
+    }
+}
+
+#[test]
+fn an_extension_too_long_to_keep_is_cut_with_the_rest() {
+    let name = format!("m.{}", "e".repeat(250));
+    let d = Derive {
+        suffix: ".receipt.json",
+        ..Derive::default()
+    };
+    let derived = derived_name(&name, &d);
+    assert!(derived.len() <= NAME_MAX, "{}", derived.len());
+    assert!(derived.starts_with("m.eee") && derived.ends_with(".receipt.json"));
+}
+
+#[test]
+fn receipts_of_long_names_are_written_beside_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for len in LONG {
+        let dest = dir.path().join(long_name("r", len));
+        fs::write(&dest, b"model").expect("a name of NAME_MAX bytes is fine");
+        let receipt_at = receipt_path(&dest);
+        let error_at = error_path(&dest);
+        assert_ne!(receipt_at, error_at);
+        for p in [&receipt_at, &error_at] {
+            assert!(name_of(p).len() <= NAME_MAX, "{len}");
+            assert_eq!(p.parent(), dest.parent());
+        }
+        let mut r = receipt(len as i64);
+        r.file = name_of(&dest);
+        write_json_atomic(&receipt_at, &r).unwrap_or_else(|e| panic!("{len}: {e}"));
+        let back: SuccessReceipt =
+            serde_json::from_slice(&fs::read(&receipt_at).expect("read")).expect("parse");
+        assert_eq!(
+            back.file,
+            name_of(&dest),
+            "the receipt keeps the whole name"
+        );
+        assert!(name_of(&receipt_at).ends_with(".tar.gz.receipt.json"));
+    }
+    // Only the models and their receipts: no temporary file left over.
+    assert_eq!(names_in(dir.path()).len(), 2 * LONG.len());
+    assert!(names_in(dir.path()).iter().all(|n| !n.starts_with('.')));
+}
+
+#[test]
+fn free_destination_finds_numbered_names_for_long_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    for len in LONG {
+        let name = long_name("n", len);
+        assert_eq!(free_destination(d, &name).expect("free"), d.join(&name));
+        fs::write(d.join(&name), b"x").expect("write");
+        let first = free_destination(d, &name).expect("a -1 name");
+        assert!(name_of(&first).len() <= NAME_MAX);
+        assert!(
+            name_of(&first).ends_with("-1.tar.gz"),
+            "{}",
+            first.display()
+        );
+        fs::write(&first, b"x").expect("the -1 name can be created");
+        let second = free_destination(d, &name).expect("a -2 name");
+        assert!(
+            name_of(&second).ends_with("-2.tar.gz"),
+            "{}",
+            second.display()
+        );
+        assert_ne!(first, second);
+        // The receipt of a numbered name fits too.
+        write_json_atomic(&receipt_path(&second), &receipt(1)).expect("receipt");
+    }
+}
+
+#[test]
+fn long_names_are_copied_across_and_moved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for len in LONG {
+        let name = long_name("c", len);
+        let src = dir.path().join(&name);
+        fs::write(&src, b"model").expect("write");
+        let meta = fs::symlink_metadata(&src).expect("stat");
+        let out = dir.path().join(format!("out{len}"));
+        fs::create_dir(&out).expect("mkdir");
+        let dst = out.join(&name);
+        assert!(name_of(&copy_temp_path(&dst)).len() <= NAME_MAX);
+        copy_across(&src, &meta, &dst, "test move").unwrap_or_else(|e| panic!("{len}: {e}"));
+        assert_eq!(names_in(&out), std::slice::from_ref(&name));
+        move_file(&dst, &dir.path().join(&name)).expect("move back");
+        assert_eq!(fs::read(&src).expect("read"), b"model");
+    }
+}
+
+#[test]
+fn a_fifo_in_place_of_the_source_is_not_copied_and_does_not_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("m.tar");
+    fs::write(&src, b"model").expect("write");
+    let meta = fs::symlink_metadata(&src).expect("stat");
+    fs::remove_file(&src).expect("remove");
+    crate::source::tests::mkfifo(&src);
+    let dst = dir.path().join("out.tar");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(copy_across(&src, &meta, &dst, "test move"));
+    });
+    let e = rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("returns without blocking")
+        .expect_err("refused");
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    assert_eq!(names_in(dir.path()), ["m.tar"]);
 }

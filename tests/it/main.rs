@@ -3,6 +3,7 @@
 
 mod daemon;
 mod hardening_engine;
+mod hardening_files;
 mod hardening_platform;
 mod support;
 mod systemd;
