@@ -58,8 +58,7 @@ pub async fn dispatch(
             emulator::run(args, shutdown).await
         }
         Command::Run(args) => {
-            let config = Config::load(&args.config.config)?;
-            config.validate_for_run()?;
+            let config = Config::load_for_run(&args.config.config, &Default::default())?;
             telemetry::init(
                 config.telemetry.log_format,
                 &config.telemetry.log_level,
