@@ -26,8 +26,19 @@ pub type JobId = i64;
 pub enum StoreError {
     #[error("state database {path}: {detail}")]
     Open { path: PathBuf, detail: String },
+    /// A SQLite error, with the database file and what was being done. The
+    /// SQLite text is part of this message and deliberately not `source()`:
+    /// printing the chain (`{:#}`) would repeat it.
+    #[error("state database {path}: {doing}: {error}")]
+    Database {
+        path: PathBuf,
+        doing: String,
+        error: rusqlite::Error,
+    },
+    /// A SQLite error not yet given its context; every public [`Store`]
+    /// method turns it into [`StoreError::Database`].
     #[error("state database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("job {job}: cannot go from {from} to {to}")]
     InvalidTransition {
         job: JobId,
@@ -44,11 +55,17 @@ pub enum StoreError {
     Task(String),
     #[error("job {0} is being run by another modelferry process")]
     Busy(JobId),
-    #[error("job lock {path}: {source}")]
+    #[error("job lock {path}: {error}")]
     Lock {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -344,14 +361,31 @@ impl Store {
             conn,
             path: path.clone(),
         };
-        store
-            .migrate()
-            .map_err(|e| open_err(format!("migration failed: {e}")))?;
+        store.migrate().map_err(|e| match e {
+            StoreError::Sqlite(e) => open_err(format!("migration failed: {e}")),
+            other => other,
+        })?;
         Ok(store)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Gives a SQLite error its context: this database file, and what was
+    /// being done. Other errors pass unchanged.
+    fn context<'a, E: Into<StoreError>>(
+        &'a self,
+        doing: impl FnOnce() -> String + 'a,
+    ) -> impl FnOnce(E) -> StoreError + 'a {
+        move |e| match e.into() {
+            StoreError::Sqlite(error) => StoreError::Database {
+                path: self.path.clone(),
+                doing: doing(),
+                error,
+            },
+            other => other,
+        }
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -377,6 +411,11 @@ impl Store {
     }
 
     pub fn insert_job(&mut self, new: &NewJob) -> Result<JobId> {
+        self.insert_job_tx(new)
+            .map_err(self.context(|| format!("adding a job for {}", new.path.display())))
+    }
+
+    fn insert_job_tx(&mut self, new: &NewJob) -> Result<JobId> {
         let now = to_ms(SystemTime::now());
         let chunks_total = new.identity.size.div_ceil(new.chunk_size);
         let file_name = new
@@ -418,12 +457,18 @@ impl Store {
         let row = self
             .conn
             .query_row(&sql, [id], job_from_row)
-            .optional()?
+            .optional()
+            .map_err(self.context(|| format!("reading job {id}")))?
             .ok_or(StoreError::NotFound(id))?;
         finish_job(row)
     }
 
     fn select(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<Job>> {
+        self.select_rows(filter, args)
+            .map_err(self.context(|| "reading jobs".into()))
+    }
+
+    fn select_rows(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<Job>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs j {filter}");
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(args, job_from_row)?;
@@ -472,6 +517,11 @@ impl Store {
 
     /// Chunks acknowledged in the job's current session.
     pub fn acked_chunks(&self, id: JobId) -> Result<Vec<ChunkAck>> {
+        self.acked_rows(id)
+            .map_err(self.context(|| format!("reading job {id}'s chunks")))
+    }
+
+    fn acked_rows(&self, id: JobId) -> Result<Vec<ChunkAck>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT idx, size, sha256 FROM chunks WHERE job_id = ?1 ORDER BY idx",
         )?;
@@ -488,6 +538,18 @@ impl Store {
     /// Moves the job to `to` in a transaction of its own, guarded by the
     /// transition rules; `set` adds columns (`col = ?N` from `?2` on).
     fn transition(
+        &mut self,
+        id: JobId,
+        to: JobState,
+        set: &str,
+        args: &[&dyn rusqlite::ToSql],
+        extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.transition_tx(id, to, set, args, extra)
+            .map_err(self.context(|| format!("moving job {id} to {to}")))
+    }
+
+    fn transition_tx(
         &mut self,
         id: JobId,
         to: JobState,
@@ -566,6 +628,17 @@ impl Store {
     /// Records that the platform acknowledged a chunk of `session_id`, and
     /// moves the job's hash checkpoint forward when `checkpoint` is newer.
     pub fn ack_chunk(
+        &mut self,
+        id: JobId,
+        session_id: &str,
+        ack: &ChunkAck,
+        checkpoint: Option<&HashCheckpoint>,
+    ) -> Result<()> {
+        self.ack_chunk_tx(id, session_id, ack, checkpoint)
+            .map_err(self.context(|| format!("recording chunk {} of job {id}", ack.index)))
+    }
+
+    fn ack_chunk_tx(
         &mut self,
         id: JobId,
         session_id: &str,
@@ -684,7 +757,7 @@ impl Store {
             "UPDATE jobs SET error = ?2, next_retry_at = ?3, attempts = attempts + 1, updated_at = ?4 \
              WHERE id = ?1",
             params![id, error, next_retry_at.map(to_ms), to_ms(SystemTime::now())],
-        )?;
+        ).map_err(self.context(|| format!("recording job {id}'s error")))?;
         if changed == 0 {
             return Err(StoreError::NotFound(id));
         }
@@ -711,6 +784,11 @@ impl Store {
 
     /// Jobs per state.
     pub fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
+        self.count_rows()
+            .map_err(self.context(|| "counting jobs by state".into()))
+    }
+
+    fn count_rows(&self) -> Result<Vec<(JobState, u64)>> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
@@ -728,11 +806,14 @@ impl Store {
     /// Records where a finished job's file goes, before anything moves.
     /// Planning twice keeps the first plan.
     pub fn plan_filing(&mut self, id: JobId, dest: Option<&Path>) -> Result<()> {
-        let changed = self.conn.execute(
-            "UPDATE jobs SET filing = 'pending', filing_dest = ?2 \
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE jobs SET filing = 'pending', filing_dest = ?2 \
              WHERE id = ?1 AND state IN ('succeeded', 'failed') AND filing IS NULL",
-            params![id, dest.map(|d| d.to_string_lossy().into_owned())],
-        )?;
+                params![id, dest.map(|d| d.to_string_lossy().into_owned())],
+            )
+            .map_err(self.context(|| format!("recording where job {id} is filed")))?;
         if changed == 0 {
             let job = self.job(id)?;
             if job.filing.is_none() {
@@ -748,11 +829,14 @@ impl Store {
 
     /// The job's file and receipt are in place (or filing does not apply).
     pub fn finish_filing(&mut self, id: JobId, state: FilingState) -> Result<()> {
-        let changed = self.conn.execute(
-            "UPDATE jobs SET filing = ?2, filing_error = NULL, filed_at = ?3 \
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE jobs SET filing = ?2, filing_error = NULL, filed_at = ?3 \
              WHERE id = ?1 AND state IN ('succeeded', 'failed')",
-            params![id, state.as_str(), to_ms(SystemTime::now())],
-        )?;
+                params![id, state.as_str(), to_ms(SystemTime::now())],
+            )
+            .map_err(self.context(|| format!("recording that job {id} is filed")))?;
         if changed == 0 {
             return Err(StoreError::NotFound(id));
         }
@@ -761,10 +845,12 @@ impl Store {
 
     /// Filing failed this time (permissions, full disk); it is retried.
     pub fn note_filing_error(&mut self, id: JobId, error: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE jobs SET filing_error = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, error, to_ms(SystemTime::now())],
-        )?;
+        self.conn
+            .execute(
+                "UPDATE jobs SET filing_error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, error, to_ms(SystemTime::now())],
+            )
+            .map_err(self.context(|| format!("recording job {id}'s filing error")))?;
         Ok(())
     }
 
@@ -774,9 +860,9 @@ impl Store {
     pub fn lock_job(&self, id: JobId) -> Result<JobLock> {
         let dir = self.path.with_file_name("locks");
         let path = dir.join(format!("job-{id}.lock"));
-        let err = |source| StoreError::Lock {
+        let err = |error| StoreError::Lock {
             path: path.clone(),
-            source,
+            error,
         };
         DirBuilder::new()
             .recursive(true)
