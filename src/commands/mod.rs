@@ -54,8 +54,8 @@ pub async fn dispatch(
             emulator::run(args, shutdown).await
         }
         Command::Run(args) => {
-            let config = Config::load(&args.config.config)?;
-            // `daemon::run` checks what it needs (`validate_for_run`) first.
+            // Every problem `run` would meet, in one report (exit 2).
+            let config = Config::load_for_run(&args.config.config, &Default::default())?;
             telemetry::init(
                 config.telemetry.log_format,
                 &config.telemetry.log_level,

@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use anyhow::Context;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
@@ -94,7 +95,14 @@ impl From<&Job> for JobView {
 }
 
 pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
-    let jobs = if config.database_path().exists() {
+    let db = config.database_path();
+    // A missing state folder or database means no jobs yet. Anything else
+    // that stops the look (no permission on the folder, a file where a
+    // folder should be) is an error: "no jobs" would hide it.
+    let exists = db
+        .try_exists()
+        .with_context(|| format!("cannot open the state database {}", Escaped::path(&db)))?;
+    let jobs = if exists {
         let store = Store::open(config.state.dir.clone()).await?;
         store.jobs().await?
     } else {
@@ -105,8 +113,12 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(exit::SUCCESS);
     }
+    if !exists {
+        println!("no jobs yet: {} does not exist", Escaped::path(&db));
+        return Ok(exit::SUCCESS);
+    }
     if views.is_empty() {
-        println!("no jobs in {}", Escaped::path(&config.database_path()));
+        println!("no jobs in {}", Escaped::path(&db));
         return Ok(exit::SUCCESS);
     }
     let mut counts: Vec<String> = Vec::new();

@@ -62,9 +62,9 @@ const LOCAL_ERROR_RETRY: Duration = Duration::from_secs(60);
 /// Wait before looking again at a job another process is running.
 const BUSY_RETRY: Duration = Duration::from_secs(30);
 
-/// Runs the daemon until `shutdown` resolves.
+/// Runs the daemon until `shutdown` resolves. `config` comes from
+/// [`Config::load_for_run`], which has checked what the daemon needs.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    config.validate_for_run()?;
     let config = Arc::new(config);
     let c = config.clone();
     tokio::task::spawn_blocking(move || filing_step::create_filing_dirs(&c)).await??;

@@ -8,8 +8,19 @@ use crate::job::{FilingState, JobId, JobState};
 pub enum StoreError {
     #[error("state database {path}: {detail}")]
     Open { path: PathBuf, detail: String },
+    /// A SQLite error, with the database file and what was being done. The
+    /// SQLite text is part of this message and deliberately not `source()`:
+    /// printing the chain (`{:#}`) would repeat it.
+    #[error("state database {path}: {doing}: {error}")]
+    Database {
+        path: PathBuf,
+        doing: String,
+        error: rusqlite::Error,
+    },
+    /// A SQLite error not yet given its context; the [`Store`](super::Store)
+    /// interface turns it into [`StoreError::Database`].
     #[error("state database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// The job is not in a state from which the rules allow `to`.
     #[error("job {job}: cannot go from {from} to {to}")]
     InvalidTransition {
@@ -49,11 +60,19 @@ pub enum StoreError {
     /// be stored altered and never found again.
     #[error("{}: the path is not valid UTF-8", crate::escaped::Escaped::path(.0))]
     NotUtf8(PathBuf),
-    #[error("job lock {path}: {source}")]
+    /// The io error is part of the message, not `source()`, so the chain
+    /// printed with `{:#}` says it once.
+    #[error("job lock {path}: {error}")]
     Lock {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -22,6 +22,7 @@ use std::time::SystemTime;
 use super::error::{Result, StoreError};
 use super::lock::{lock_job, JobLock};
 use super::open::SqliteStore;
+use crate::escaped::Escaped;
 use crate::job::{
     ChunkAck, Failure, FilingState, HashCheckpoint, Job, JobId, JobState, NewJob, SessionRecord,
 };
@@ -49,20 +50,30 @@ pub struct SqliteBackend {
 }
 
 impl SqliteBackend {
-    async fn call<R, F>(&self, f: F) -> Result<R>
+    /// Runs `f` on the blocking pool; a SQLite error comes back naming the
+    /// database file and `doing` (what was being done), once.
+    async fn call<R, F>(&self, doing: impl Into<String>, f: F) -> Result<R>
     where
         F: FnOnce(&mut SqliteStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock leaves the connection usable:
             // every change is one transaction, rolled back if unfinished.
             let mut db = db.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut db)
         })
         .await
-        .map_err(|e| StoreError::Call(e.to_string()))?
+        .map_err(|e| StoreError::Call(e.to_string()))?;
+        result.map_err(|e| match e {
+            StoreError::Sqlite(error) => StoreError::Database {
+                path: self.path.to_path_buf(),
+                doing: doing.into(),
+                error,
+            },
+            other => other,
+        })
     }
 }
 
@@ -163,21 +174,27 @@ impl Store {
 
     pub async fn job(&self, id: JobId) -> Result<Job> {
         match &self.backend {
-            Backend::Sqlite(b) => b.call(move |db| db.job(id)).await,
+            Backend::Sqlite(b) => {
+                b.call(format!("reading job {id}"), move |db| db.job(id))
+                    .await
+            }
         }
     }
 
     /// Every job, oldest first.
     pub async fn jobs(&self) -> Result<Vec<Job>> {
         match &self.backend {
-            Backend::Sqlite(b) => b.call(|db| db.jobs()).await,
+            Backend::Sqlite(b) => b.call("reading jobs", |db| db.jobs()).await,
         }
     }
 
     /// Jobs in an [active](JobState::ACTIVE) state, oldest first.
     pub async fn unfinished(&self) -> Result<Vec<Job>> {
         match &self.backend {
-            Backend::Sqlite(b) => b.call(|db| db.unfinished()).await,
+            Backend::Sqlite(b) => {
+                b.call("reading unfinished jobs", |db| db.unfinished())
+                    .await
+            }
         }
     }
 
@@ -185,7 +202,13 @@ impl Store {
     pub async fn unfinished_for_path(&self, path: &Path) -> Result<Vec<Job>> {
         let path = path.to_path_buf();
         match &self.backend {
-            Backend::Sqlite(b) => b.call(move |db| db.unfinished_for_path(&path)).await,
+            Backend::Sqlite(b) => {
+                b.call(
+                    format!("reading jobs for {}", Escaped::path(&path)),
+                    move |db| db.unfinished_for_path(&path),
+                )
+                .await
+            }
         }
     }
 
@@ -199,8 +222,10 @@ impl Store {
         let (identity, ctx) = (*identity, file_context.to_string());
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(move |db| db.find_by_identity(&identity, &ctx, is_adapter))
-                    .await
+                b.call("looking up a file's jobs", move |db| {
+                    db.find_by_identity(&identity, &ctx, is_adapter)
+                })
+                .await
             }
         }
     }
@@ -208,21 +233,26 @@ impl Store {
     /// Jobs per state.
     pub async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
         match &self.backend {
-            Backend::Sqlite(b) => b.call(|db| db.count_by_state()).await,
+            Backend::Sqlite(b) => b.call("counting jobs", |db| db.count_by_state()).await,
         }
     }
 
     /// Chunks acknowledged in the job's current session.
     pub async fn acked_chunks(&self, id: JobId) -> Result<Vec<ChunkAck>> {
         match &self.backend {
-            Backend::Sqlite(b) => b.call(move |db| db.acked_chunks(id)).await,
+            Backend::Sqlite(b) => {
+                b.call(format!("reading job {id}'s chunks"), move |db| {
+                    db.acked_chunks(id)
+                })
+                .await
+            }
         }
     }
 
     /// Finished daemon jobs whose filing is not final.
     pub async fn unfiled(&self) -> Result<Vec<Job>> {
         match &self.backend {
-            Backend::Sqlite(b) => b.call(|db| db.unfiled()).await,
+            Backend::Sqlite(b) => b.call("reading jobs to file", |db| db.unfiled()).await,
         }
     }
 
@@ -232,7 +262,13 @@ impl Store {
     pub async fn admit(&self, new: &NewJob) -> Result<JobId> {
         let new = new.clone();
         match &self.backend {
-            Backend::Sqlite(b) => b.call(move |db| db.admit(&new)).await,
+            Backend::Sqlite(b) => {
+                b.call(
+                    format!("adding a job for {}", Escaped::path(&new.path)),
+                    move |db| db.admit(&new),
+                )
+                .await
+            }
         }
     }
 
@@ -249,8 +285,10 @@ impl Store {
         let (session, model_id) = (session.clone(), model_id.to_string());
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(move |db| db.start_session(id, &session, &model_id))
-                    .await
+                b.call(format!("job {id}: recording a new session"), move |db| {
+                    db.start_session(id, &session, &model_id)
+                })
+                .await
             }
         }
     }
@@ -269,8 +307,11 @@ impl Store {
         let (sid, ack, cp) = (session_id.to_string(), ack.clone(), checkpoint.cloned());
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(move |db| db.ack_chunk(id, &sid, &ack, cp.as_ref()))
-                    .await
+                b.call(
+                    format!("job {id}: recording chunk {}", ack.index),
+                    move |db| db.ack_chunk(id, &sid, &ack, cp.as_ref()),
+                )
+                .await
             }
         }
     }
@@ -280,7 +321,12 @@ impl Store {
         self.check(id, hold)?;
         let sha256 = sha256.to_string();
         match &self.backend {
-            Backend::Sqlite(b) => b.call(move |db| db.begin_complete(id, &sha256)).await,
+            Backend::Sqlite(b) => {
+                b.call(format!("job {id}: recording completion"), move |db| {
+                    db.begin_complete(id, &sha256)
+                })
+                .await
+            }
         }
     }
 
@@ -296,8 +342,10 @@ impl Store {
         let (dock, model) = (dock_status_id.to_string(), model_id.map(str::to_string));
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(move |db| db.set_importing(id, &dock, model.as_deref()))
-                    .await
+                b.call(format!("job {id}: recording the import"), move |db| {
+                    db.set_importing(id, &dock, model.as_deref())
+                })
+                .await
             }
         }
     }
@@ -306,7 +354,12 @@ impl Store {
         self.check(id, hold)?;
         let model = model_id.map(str::to_string);
         match &self.backend {
-            Backend::Sqlite(b) => b.call(move |db| db.succeed(id, model.as_deref())).await,
+            Backend::Sqlite(b) => {
+                b.call(format!("job {id}: recording success"), move |db| {
+                    db.succeed(id, model.as_deref())
+                })
+                .await
+            }
         }
     }
 
@@ -314,7 +367,12 @@ impl Store {
         self.check(id, hold)?;
         let failure = failure.clone();
         match &self.backend {
-            Backend::Sqlite(b) => b.call(move |db| db.fail(id, &failure)).await,
+            Backend::Sqlite(b) => {
+                b.call(format!("job {id}: recording the failure"), move |db| {
+                    db.fail(id, &failure)
+                })
+                .await
+            }
         }
     }
 
@@ -331,8 +389,10 @@ impl Store {
         let error = error.to_string();
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(move |db| db.note_error(id, &error, next_retry_at))
-                    .await
+                b.call(format!("job {id}: recording an error"), move |db| {
+                    db.note_error(id, &error, next_retry_at)
+                })
+                .await
             }
         }
     }
@@ -344,14 +404,24 @@ impl Store {
     pub async fn plan_filing(&self, id: JobId, dest: Option<&Path>) -> Result<()> {
         let dest = dest.map(Path::to_path_buf);
         match &self.backend {
-            Backend::Sqlite(b) => b.call(move |db| db.plan_filing(id, dest.as_deref())).await,
+            Backend::Sqlite(b) => {
+                b.call(format!("job {id}: planning its filing"), move |db| {
+                    db.plan_filing(id, dest.as_deref())
+                })
+                .await
+            }
         }
     }
 
     /// The planned filing is carried out (`done`) or does not apply (`skipped`).
     pub async fn finish_filing(&self, id: JobId, state: FilingState) -> Result<()> {
         match &self.backend {
-            Backend::Sqlite(b) => b.call(move |db| db.finish_filing(id, state)).await,
+            Backend::Sqlite(b) => {
+                b.call(format!("job {id}: recording its filing"), move |db| {
+                    db.finish_filing(id, state)
+                })
+                .await
+            }
         }
     }
 
@@ -359,7 +429,12 @@ impl Store {
     pub async fn note_filing_error(&self, id: JobId, error: &str) -> Result<()> {
         let error = error.to_string();
         match &self.backend {
-            Backend::Sqlite(b) => b.call(move |db| db.note_filing_error(id, &error)).await,
+            Backend::Sqlite(b) => {
+                b.call(format!("job {id}: recording a filing error"), move |db| {
+                    db.note_filing_error(id, &error)
+                })
+                .await
+            }
         }
     }
 }
@@ -373,7 +448,7 @@ impl Store {
         R: Send + 'static,
     {
         match &self.backend {
-            Backend::Sqlite(b) => b.call(f).await,
+            Backend::Sqlite(b) => b.call("a test's own query", f).await,
         }
     }
 }

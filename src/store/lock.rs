@@ -25,9 +25,9 @@ pub(super) struct JobLock {
 pub(super) fn lock_job(db: &Path, id: JobId) -> Result<JobLock> {
     let dir = db.with_file_name("locks");
     let path = dir.join(format!("job-{id}.lock"));
-    let err = |source| StoreError::Lock {
+    let err = |error| StoreError::Lock {
         path: path.clone(),
-        source,
+        error,
     };
     DirBuilder::new()
         .recursive(true)

@@ -80,9 +80,12 @@ impl SqliteStore {
             conn,
             path: path.clone(),
         };
-        store
-            .migrate()
-            .map_err(|e| open_err(format!("migration failed: {e}")))?;
+        // A SQLite error names the file once, through `open_err`; others
+        // (a newer schema) already say what they are.
+        store.migrate().map_err(|e| match e {
+            StoreError::Sqlite(e) => open_err(format!("migration failed: {e}")),
+            other => other,
+        })?;
         Ok(store)
     }
 

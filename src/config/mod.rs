@@ -1,0 +1,271 @@
+//! Configuration: the TOML file plus `MODELFERRY__SECTION__KEY` environment
+//! overrides, validated into the typed [`Config`] the program runs on.
+//!
+//! This is the only module that reads the environment (the overrides, the API
+//! key from `MODELFERRY_API_KEY`, systemd's `$CREDENTIALS_DIRECTORY`). Every
+//! problem (unknown keys, wrong types, bad values and, for `run`, the
+//! folders) is collected and reported at once, each naming its key, in one
+//! [`ConfigError`] that names the file; `main` maps it to exit status 2.
+//!
+//! `raw` reads the merged values key by key, `validate` turns each section
+//! into its typed form, `folders` checks the `[[watch]]` folders for `run`,
+//! and `key` finds the API key.
+
+mod folders;
+mod key;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where `-c` points when it is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/modelferry/modelferry.toml";
+/// Environment variable that carries the API key.
+pub const API_KEY_ENV: &str = "MODELFERRY_API_KEY";
+/// Name of the systemd credential (`LoadCredential=api-key:...`).
+pub const API_KEY_CREDENTIAL: &str = "api-key";
+
+/// A configuration that cannot be used; always names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {file}: {}", problems.join("; "))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<String>,
+    },
+    #[error("config {file}: cannot read it: {detail}")]
+    Unreadable { file: PathBuf, detail: String },
+    #[error("no API key: set {API_KEY_ENV}, platform.api_key_file in {file}, or the systemd credential \"{API_KEY_CREDENTIAL}\"")]
+    MissingApiKey { file: PathBuf },
+    /// `origin` says where the path came from (the key and the file, or
+    /// the systemd credential).
+    #[error("API key file {path} ({origin}): {detail}")]
+    ApiKeyFile {
+        path: PathBuf,
+        origin: String,
+        detail: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for messages).
+    pub source: PathBuf,
+    pub platform: PlatformConfig,
+    pub state: StateConfig,
+    pub upload: UploadConfig,
+    pub daemon: DaemonConfig,
+    pub telemetry: TelemetryConfig,
+    pub watch: Vec<WatchConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    /// `None` only when the file gives none; commands that talk to the
+    /// platform ask [`Config::base_url`], which reports it.
+    pub base_url: Option<reqwest::Url>,
+    pub api_key_file: Option<PathBuf>,
+    /// Run the built-in emulator instead of talking to a real platform.
+    pub emulate: bool,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    pub chunk_size: u64,
+    pub parallel_chunks: usize,
+    pub parallel_files: usize,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub poll_interval: Duration,
+    pub poll_interval_max: Duration,
+    /// A session this close to its `expirationDate` is treated as expired.
+    pub session_margin: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub shutdown_grace: Duration,
+    pub rescan_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSuccess {
+    Move,
+    Delete,
+    Keep,
+}
+
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub dir: PathBuf,
+    pub done_dir: PathBuf,
+    pub failed_dir: PathBuf,
+    pub file_context: String,
+    pub is_adapter: bool,
+    pub include: Vec<glob::Pattern>,
+    pub stable_for: Duration,
+    pub after_success: AfterSuccess,
+    pub poll_only: bool,
+}
+
+/// CLI-level overrides, applied after the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Reads `path`, applies `MODELFERRY__SECTION__KEY` overrides, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, &Overrides::default())
+    }
+
+    pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        read(path, overrides, None)?.finish(false)
+    }
+
+    /// As [`Config::load_with`], and also checks what `run` needs (see
+    /// [`Config::validate_for_run`]), reporting every problem together.
+    pub fn load_for_run(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        read(path, overrides, None)?.finish(true)
+    }
+
+    /// The platform's base URL, or the error a command that needs it reports.
+    pub fn base_url(&self) -> Result<reqwest::Url, ConfigError> {
+        self.platform.base_url.clone().ok_or_else(|| {
+            invalid(
+                &self.source,
+                vec!["platform.base_url: missing (or set platform.emulate = true)".into()],
+            )
+        })
+    }
+
+    /// Checks what `run` needs beyond the rest: at least one `[[watch]]`,
+    /// drop folders that exist, and folders that do not overlap.
+    pub fn validate_for_run(&self) -> Result<(), ConfigError> {
+        let problems = folders::run_problems(&self.watch, self.watch.len());
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(&self.source, problems))
+        }
+    }
+
+    /// Path of the state database.
+    pub fn database_path(&self) -> PathBuf {
+        self.state.dir.join("modelferry.db")
+    }
+}
+
+/// A configuration as read, with its problems not yet reported.
+struct Loaded {
+    config: Config,
+    problems: Vec<String>,
+    /// `[[watch]]` entries in the file, valid or not.
+    watch_given: usize,
+}
+
+impl Loaded {
+    fn finish(mut self, for_run: bool) -> Result<Config, ConfigError> {
+        if for_run {
+            let more = folders::run_problems(&self.config.watch, self.watch_given);
+            self.problems.extend(more);
+        }
+        if self.problems.is_empty() {
+            Ok(self.config)
+        } else {
+            Err(invalid(&self.config.source, self.problems))
+        }
+    }
+}
+
+/// Reads the file and the environment (`env`, or the process's when `None`)
+/// into a configuration, defaults standing in for bad values.
+fn read(
+    path: &Path,
+    overrides: &Overrides,
+    env: Option<config::Map<String, String>>,
+) -> Result<Loaded, ConfigError> {
+    let file = path.to_path_buf();
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(ConfigError::Unreadable {
+            file,
+            detail: e.to_string(),
+        });
+    }
+    // Environment values stay strings: each key converts its own, so a
+    // folder named "8" or "true" stays a folder name.
+    let built = config::Config::builder()
+        .add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        )
+        .add_source(
+            config::Environment::with_prefix("MODELFERRY")
+                .prefix_separator("__")
+                .separator("__")
+                .source(env),
+        )
+        .build()
+        .map_err(|e| invalid(&file, vec![clean_config_error(&e)]))?;
+    let mut problems = Vec::new();
+    let (mut config, watch_given) = validate::config(built.cache, &file, &mut problems);
+    if let Some(format) = overrides.log_format {
+        config.telemetry.log_format = format;
+    }
+    Ok(Loaded {
+        config,
+        problems,
+        watch_given,
+    })
+}
+
+fn invalid(file: &Path, problems: Vec<String>) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_path_buf(),
+        problems,
+    }
+}
+
+/// The config crate appends " in FILE" itself; the file is named once
+/// already. A multi-line TOML parse error becomes one line.
+fn clean_config_error(e: &config::ConfigError) -> String {
+    let mut s = e.to_string();
+    if let Some(i) = s.rfind(" in ") {
+        if s[i + 4..].contains('/') || s[i + 4..].ends_with(".toml") {
+            s.truncate(i);
+        }
+    }
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "|")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests;
