@@ -1,6 +1,9 @@
 //! The `modelferry` binary: parse the command line, run the command, map the
 //! result to an exit code.
 
+// `main` prints the error chain that ends the process.
+#![allow(clippy::print_stderr)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -2,6 +2,8 @@
 //!
 //! Progress counts bytes the platform acknowledged (never above 100%); a new
 //! session starts the count again from what it holds.
+// Progress lines are this module's output.
+#![allow(clippy::print_stderr)]
 
 use std::time::{Duration, Instant};
 

@@ -10,6 +10,8 @@
 //! `raw` reads the merged values key by key, `validate` turns each section
 //! into its typed form, `folders` checks the `[[watch]]` folders for `run`,
 //! and `key` finds the API key.
+// The one module that reads the environment.
+#![allow(clippy::disallowed_methods)]
 
 mod folders;
 mod key;

@@ -1,3 +1,4 @@
+#![allow(clippy::print_stderr)] // says why a test was skipped
 use std::os::unix::fs::PermissionsExt;
 
 use super::names::split_extension;

@@ -1,5 +1,6 @@
 //! modelferry's integration tests: one binary, a shared support module, the
 //! emulator on 127.0.0.1:0 and the real `modelferry` binary.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 mod daemon;
 mod hardening_config;

@@ -208,7 +208,11 @@ pub async fn serve_until(
         .with_context(|| format!("cannot start the emulator on {listen}"))?;
     let url = handle.base_url();
     tracing::info!(%url, "emulator listening on {url}");
-    println!("emulator listening on {url}");
+    // The address on stdout is how scripts and tests learn the port.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("emulator listening on {url}");
+    }
     shutdown.await;
     tracing::info!("emulator stopping");
     handle.shutdown().await;
