@@ -1,6 +1,7 @@
 //! The commands behind the CLI: each takes parsed arguments, does its job,
 //! and returns the process exit code. `main` only dispatches and prints.
 
+pub mod docs;
 pub mod emulator;
 pub mod status;
 pub mod upload;
@@ -40,6 +41,8 @@ pub async fn dispatch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Completions(args) => docs::completions(args.shell),
+        Command::Manpages(args) => docs::manpages(&args.dir),
         Command::Upload(args) => {
             let config = Config::load(&args.config.config)?;
             upload::run(args, config, shutdown).await
