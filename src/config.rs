@@ -101,6 +101,8 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub metrics_listen: Option<SocketAddr>,
+    /// How long the platform may be unreachable before `/readyz` says 503.
+    pub unready_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,6 +362,7 @@ struct RawTelemetry {
     log_format: Option<String>,
     log_level: Option<String>,
     metrics_listen: Option<String>,
+    unready_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -543,6 +546,7 @@ impl RawConfig {
             log_format,
             log_level: t.log_level.clone().unwrap_or_else(|| "info".into()),
             metrics_listen,
+            unready_after: c.duration("telemetry.unready_after", &t.unready_after, "2m"),
         };
 
         let mut watch = Vec::new();

@@ -22,9 +22,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, WatchConfig};
+use crate::config::{AfterSuccess, Config, WatchConfig};
 use crate::job::JobState;
-use crate::metrics::Metrics;
+use crate::metrics::{ImportResult, Metrics};
 use crate::store::{FilingState, Job, JobId, NewJob, StoreError, StoreHandle};
 use crate::systemd;
 use crate::upload::{Engine, JobProgress, Outcome};
@@ -85,6 +85,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let store = StoreHandle::open(config.state.dir.clone()).await?;
     let metrics = Arc::new(Metrics::new());
     let (platform, emulator) = crate::commands::platform_setup(&config).await?;
+    let platform = platform.with_stats(metrics.platform.clone());
     let engine = Engine::new(
         store.clone(),
         platform,
@@ -93,10 +94,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
     let root = CancellationToken::new();
     if let Some(addr) = config.telemetry.metrics_listen {
-        let bound = crate::metrics::serve(addr, metrics.clone(), root.child_token())
+        let unready_after = config.telemetry.unready_after;
+        let bound = crate::metrics::serve(addr, metrics.clone(), unready_after, root.child_token())
             .await
             .with_context(|| format!("telemetry.metrics_listen: cannot listen on {addr}"))?;
-        info!(address = %bound, "serving metrics on /metrics and /healthz");
+        info!(address = %bound, "serving /metrics, /healthz and /readyz");
         if !bound.ip().is_loopback() {
             warn!(address = %bound, "metrics are served beyond loopback without authentication");
         }
@@ -277,6 +279,11 @@ impl Scheduler {
             .call(move |s| s.find_by_identity(&identity, &ctx, adapter))
             .await?;
         if let Some(job) = known {
+            // Seen again after its import (moved back, or copied with its
+            // identity); a file kept in place after success is not a new drop.
+            if job.state == JobState::Succeeded && w.after_success != AfterSuccess::Keep {
+                self.metrics.import_finished(ImportResult::Duplicate);
+            }
             debug!(job_id = job.id, path = %c.path.display(), state = %job.state, "file already known");
             return Ok(());
         }
@@ -401,7 +408,11 @@ impl Scheduler {
                 self.enqueue(&job);
                 // Jobs still running will meet the same answer; let them.
             }
-            Ok(Outcome::Succeeded { .. }) | Ok(Outcome::Failed(_)) => {
+            Ok(done @ (Outcome::Succeeded { .. } | Outcome::Failed(_))) => {
+                self.metrics.import_finished(match done {
+                    Outcome::Succeeded { .. } => ImportResult::Succeeded,
+                    _ => ImportResult::Failed,
+                });
                 if self.auth_paused_until.take().is_some() {
                     self.metrics.api_key_rejected.set(0);
                 }
@@ -491,11 +502,13 @@ impl Scheduler {
         Ok(())
     }
 
+    /// The jobs gauge from the jobs held now: waiting ones as `queued`,
+    /// running ones by their step.
     async fn refresh_gauges(&self) {
-        match self.store.call(|s| s.count_by_state()).await {
-            Ok(counts) => self.metrics.set_jobs(&counts),
-            Err(e) => warn!(error = %e, "cannot count jobs for metrics"),
-        }
+        let waiting = self.queue.len() + self.delayed.len();
+        let running = self.running.values().map(|r| r.progress.borrow().state);
+        self.metrics
+            .set_live_jobs(std::iter::repeat_n(JobState::Queued, waiting).chain(running));
     }
 
     async fn housekeeping(&mut self) -> anyhow::Result<()> {

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 pub use error::{ErrorKind, Op, PlatformError};
 pub use wire::{CompleteInfo, DockStatus, ImportStatus, SessionInfo, StartRequest};
 
+use crate::metrics::PlatformStats;
 use crate::secret::Secret;
 
 /// Largest answer body read; the platform's answers are small JSON.
@@ -44,6 +45,8 @@ pub struct PlatformClient {
     key: Arc<RwLock<Secret>>,
     /// Calls wait until this instant (set by `Retry-After`).
     not_before: Arc<Mutex<Option<Instant>>>,
+    /// Every call's duration and outcome go here (metrics, `/readyz`).
+    stats: Arc<PlatformStats>,
 }
 
 impl PlatformClient {
@@ -61,12 +64,20 @@ impl PlatformClient {
             base: settings.base_url.clone(),
             key: Arc::new(RwLock::new(key)),
             not_before: Arc::new(Mutex::new(None)),
+            stats: Arc::default(),
         })
+    }
+
+    /// Reports every call to `stats` (the daemon's metrics) from now on.
+    pub fn with_stats(mut self, stats: Arc<PlatformStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Replaces the API key (SIGHUP re-reads it).
     pub fn set_key(&self, key: Secret) {
         *self.key.write().unwrap_or_else(|p| p.into_inner()) = key;
+        self.stats.key_replaced();
     }
 
     fn key(&self) -> Secret {
@@ -97,7 +108,9 @@ impl PlatformClient {
         }
     }
 
-    /// Sends a request and returns the body of a 2xx answer, or the error.
+    /// Sends a request and returns the body of a 2xx answer, or the error;
+    /// its duration (not counting a `Retry-After` pause) and outcome go to
+    /// the stats.
     async fn send(
         &self,
         op: Op,
@@ -106,6 +119,18 @@ impl PlatformClient {
         if let Some(wait) = self.paused_for() {
             tokio::time::sleep(wait).await;
         }
+        let started = Instant::now();
+        let result = self.exchange(op, req).await;
+        let outcome = result.as_ref().map(|_| ());
+        self.stats.record(op, started.elapsed(), outcome);
+        result
+    }
+
+    async fn exchange(
+        &self,
+        op: Op,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, Bytes), PlatformError> {
         let key = self.key();
         let mut headers = HeaderMap::new();
         let mut value = HeaderValue::from_str(key.expose()).map_err(|_| PlatformError {
