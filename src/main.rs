@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use modelferry::{cli::Cli, commands, exit};
+use modelferry::{cli::Cli, commands, exit, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => exit::code(code),
         Err(e) => {
-            eprintln!("modelferry: error: {e:#}");
+            telemetry::eprint_error(&format!("modelferry: error: {e:#}"));
             exit::code(commands::exit_code_for(&e))
         }
     }
