@@ -8,10 +8,21 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::DEFAULT_CONFIG_PATH;
 
+/// `--version`: the version, the commit it was built from and the target
+/// (`-V` prints the version alone).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("MODELFERRY_COMMIT"),
+    "\ntarget: ",
+    env!("MODELFERRY_TARGET"),
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "modelferry",
     version,
+    long_version = LONG_VERSION,
     about = "Resumable bulk uploads of model tarballs into the Agent Platform",
     long_about = "modelferry imports model tarballs through the Agent Platform's chunked \
 import-session API. Its state lives in SQLite, so a crash, reboot or outage costs at most \
@@ -32,6 +43,32 @@ pub enum Command {
     Status(StatusArgs),
     /// Run a local emulator of the platform's four endpoints.
     Emulator(EmulatorArgs),
+    /// Print a shell completion script on stdout (bash, zsh, fish).
+    Completions(CompletionsArgs),
+    /// Write man pages (modelferry.1 and one per command) into DIR; for packaging.
+    #[command(hide = true)]
+    Manpages(ManpagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: Shell,
+}
+
+/// The shells completions are made for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManpagesArgs {
+    /// The folder to write the pages into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use modelferry::escaped::Escaped;
-use modelferry::{cli::Cli, commands, exit};
+use modelferry::{cli::Cli, commands, exit, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // An error may quote a file name: escaped, it cannot break the line.
             let shown = format!("{e:#}");
-            eprintln!("modelferry: error: {}", Escaped::str(&shown));
+            telemetry::eprint_error(&format!("modelferry: error: {}", Escaped::str(&shown)));
             exit::code(commands::exit_code_for(&e))
         }
     }

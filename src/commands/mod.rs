@@ -3,6 +3,7 @@
 // The commands are where output to the terminal belongs.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod docs;
 pub mod emulator;
 pub mod status;
 pub mod upload;
@@ -38,6 +39,8 @@ pub async fn dispatch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Completions(args) => docs::completions(args.shell),
+        Command::Manpages(args) => docs::manpages(&args.dir),
         Command::Upload(args) => {
             let config = Config::load(&args.config.config)?;
             upload::run(args, config, shutdown).await

@@ -111,6 +111,8 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub metrics_listen: Option<SocketAddr>,
+    /// How long the platform may be unreachable before `/readyz` says 503.
+    pub unready_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

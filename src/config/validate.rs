@@ -195,11 +195,16 @@ fn telemetry(mut t: Table) -> TelemetryConfig {
             }
         },
     };
+    let unready_after = t.duration("unready_after", Duration::from_secs(120));
+    if unready_after.is_zero() {
+        t.problem("unready_after", "must be more than 0");
+    }
     t.finish();
     TelemetryConfig {
         log_format,
         log_level,
         metrics_listen,
+        unready_after,
     }
 }
 

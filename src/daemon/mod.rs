@@ -43,10 +43,10 @@ use self::filing_step::Filer;
 use self::queue::Queue;
 use self::status_line::StatusReport;
 use self::workers::Workers;
-use crate::config::Config;
+use crate::config::{AfterSuccess, Config};
 use crate::escaped::Escaped;
-use crate::job::{Job, JobId, NewJob};
-use crate::metrics::Metrics;
+use crate::job::{Job, JobId, JobState, NewJob};
+use crate::metrics::{ImportResult, Metrics};
 use crate::store::{Store, StoreError};
 use crate::systemd;
 use crate::upload::admit::{admit, Admission, Policy, Rerun};
@@ -71,6 +71,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let store = Store::open(config.state.dir.clone()).await?;
     let metrics = Arc::new(Metrics::new());
     let (platform, emulator) = platform_setup(&config).await?;
+    let platform = platform.with_stats(metrics.platform.clone());
     let engine = Engine::new(
         store.clone(),
         platform,
@@ -79,10 +80,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
     let root = CancellationToken::new();
     if let Some(addr) = config.telemetry.metrics_listen {
-        let bound = crate::metrics::serve(addr, metrics.clone(), root.child_token())
+        let unready_after = config.telemetry.unready_after;
+        let bound = crate::metrics::serve(addr, metrics.clone(), unready_after, root.child_token())
             .await
             .with_context(|| format!("telemetry.metrics_listen: cannot listen on {addr}"))?;
-        info!(address = %bound, "serving metrics on /metrics and /healthz");
+        info!(address = %bound, "serving /metrics, /healthz and /readyz");
         if !bound.ip().is_loopback() {
             warn!(address = %bound, "metrics are served beyond loopback without authentication");
         }
@@ -232,6 +234,11 @@ impl Daemon {
         };
         match admit(&self.store, file, policy).await? {
             Admission::Settled(job) | Admission::Resume(job) => {
+                // Seen again after its import (moved back, or copied with its
+                // identity); a file kept in place after success is not a new drop.
+                if job.state == JobState::Succeeded && w.after_success != AfterSuccess::Keep {
+                    self.metrics.import_finished(ImportResult::Duplicate);
+                }
                 debug!(job_id = job.id, path = %Escaped::path(&c.path), state = %job.state, "file already known");
             }
             Admission::New { job, superseded } => {
@@ -289,7 +296,11 @@ impl Daemon {
                 let job = self.job(id).await?;
                 self.queue.enqueue(&job);
             }
-            Ok(Outcome::Succeeded { .. }) | Ok(Outcome::Failed(_)) => {
+            Ok(done @ (Outcome::Succeeded { .. } | Outcome::Failed(_))) => {
+                self.metrics.import_finished(match done {
+                    Outcome::Succeeded { .. } => ImportResult::Succeeded,
+                    _ => ImportResult::Failed,
+                });
                 self.gate.accepted();
                 let job = self.job(id).await?;
                 self.filer.file(job).await?;
@@ -312,11 +323,10 @@ impl Daemon {
         Ok(())
     }
 
+    /// The jobs gauge from the jobs held now: waiting ones as `queued`,
+    /// running ones by their step.
     async fn refresh_gauges(&self) {
-        match self.store.count_by_state().await {
-            Ok(counts) => self.metrics.set_jobs(&counts),
-            Err(e) => warn!(error = %e, "cannot count jobs for metrics"),
-        }
+        self.metrics.set_live_jobs(self.queue.states());
     }
 
     async fn housekeeping(&mut self) -> anyhow::Result<()> {

@@ -173,6 +173,15 @@ impl Queue {
     pub fn running_count(&self) -> usize {
         self.running
     }
+
+    /// The state of every job held, for the jobs gauge: waiting and delayed
+    /// ones are `queued`, running ones at the step their progress reports.
+    pub fn states(&self) -> impl Iterator<Item = JobState> + '_ {
+        self.entries.values().map(|(_, slot)| match slot {
+            Slot::Running(r) => r.progress.borrow().state,
+            Slot::Waiting(_) | Slot::Delayed(_) => JobState::Queued,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -312,5 +321,21 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(q.due(Instant::now()).is_empty());
         assert_eq!(drain(&mut q), vec![1]);
+    }
+
+    #[test]
+    fn states_count_waiting_and_delayed_as_queued_and_running_by_progress() {
+        let mut q = Queue::new(1);
+        for (id, mtime) in [(1, 10), (2, 20), (3, 30)] {
+            q.enqueue(&job(id, mtime, JobState::Queued));
+        }
+        let start = q.start_next().unwrap();
+        start
+            .progress
+            .send_modify(|p| p.state = JobState::Uploading);
+        q.delay(3, Instant::now() + Duration::from_secs(60));
+        let mut states: Vec<_> = q.states().map(|s| s.as_str()).collect();
+        states.sort();
+        assert_eq!(states, vec!["queued", "queued", "uploading"]);
     }
 }

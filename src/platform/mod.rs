@@ -29,6 +29,7 @@ pub use wire::{CompleteInfo, DockStatus, ImportStatus, SessionInfo, StartRequest
 use sanitize::Sanitizer;
 use wire::WireError;
 
+use crate::metrics::PlatformStats;
 use crate::secret::Secret;
 
 /// Largest answer body read; the platform's answers are small JSON.
@@ -51,6 +52,8 @@ pub struct PlatformClient {
     key: Arc<RwLock<Secret>>,
     /// Calls wait until this instant (set by `Retry-After`).
     not_before: Arc<Mutex<Option<Instant>>>,
+    /// Every call's duration and outcome go here (metrics, `/readyz`).
+    stats: Arc<PlatformStats>,
 }
 
 impl PlatformClient {
@@ -68,12 +71,20 @@ impl PlatformClient {
             base: settings.base_url.clone(),
             key: Arc::new(RwLock::new(key)),
             not_before: Arc::new(Mutex::new(None)),
+            stats: Arc::default(),
         })
+    }
+
+    /// Reports every call to `stats` (the daemon's metrics) from now on.
+    pub fn with_stats(mut self, stats: Arc<PlatformStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Replaces the API key (SIGHUP re-reads it).
     pub fn set_key(&self, key: Secret) {
         *self.key.write().unwrap_or_else(|p| p.into_inner()) = key;
+        self.stats.key_replaced();
     }
 
     fn key(&self) -> Secret {
@@ -117,8 +128,24 @@ impl PlatformClient {
     }
 
     /// Sends a request with `key` and returns the body of a 2xx answer, or
-    /// the error, whose excerpts are sanitised against that key.
+    /// the error; its duration (not counting a `Retry-After` pause, waited
+    /// out in [`Self::ready`]) and outcome go to the stats.
     async fn send(
+        &self,
+        op: Op,
+        req: reqwest::RequestBuilder,
+        key: &Secret,
+    ) -> Result<(u16, Bytes), PlatformError> {
+        let started = Instant::now();
+        let result = self.exchange(op, req, key).await;
+        let outcome = result.as_ref().map(|_| ());
+        self.stats.record(op, started.elapsed(), outcome);
+        result
+    }
+
+    /// [`Self::send`] without the stats: the exchange itself, whose error
+    /// excerpts are sanitised against `key`.
+    async fn exchange(
         &self,
         op: Op,
         req: reqwest::RequestBuilder,

@@ -466,7 +466,7 @@ async fn serves_metrics_and_healthz_on_loopback() {
     for needle in [
         "modelferry_uploaded_bytes_total",
         "modelferry_uploaded_chunks_total",
-        "modelferry_jobs{state=\"succeeded\"}",
+        "modelferry_imports_total{result=\"succeeded\"} 1",
         "modelferry_import_duration_seconds_count 1",
     ] {
         assert!(text.contains(needle), "{needle} in:\n{text}");
