@@ -55,7 +55,8 @@ impl<'a> MakeWriter<'a> for StderrWriter {
 /// as `info` or `modelferry=debug`; a bad one falls back to `info`.
 pub fn init(format: LogFormat, level: &str, writer: StderrWriter) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Colour only on a terminal, and never when NO_COLOR asks so.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !crate::config::no_color();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
