@@ -103,7 +103,10 @@ pub async fn follow(
     let mut last_state = None;
     let mut last_line = Instant::now();
     let mut rate = Rate::default();
-    loop {
+    // The first value is a placeholder until the engine has read the job
+    // (a file already imported never gets further): nothing to show yet.
+    let mut ended = rx.changed().await.is_err();
+    while !ended {
         let p = rx.borrow_and_update().clone();
         let now = Instant::now();
         let done = p.bytes_done.min(p.bytes_total);
@@ -163,9 +166,7 @@ pub async fn follow(
             Display::Lines | Display::Events => {}
         }
         last_state = Some(p.state);
-        if rx.changed().await.is_err() {
-            break;
-        }
+        ended = rx.changed().await.is_err();
     }
     if let Display::Bar(bar) = display {
         bar.finish_and_clear();

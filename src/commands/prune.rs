@@ -35,7 +35,18 @@ pub async fn run(config: &Config, args: &PruneArgs) -> anyhow::Result<u8> {
     let noun = if n == 1 { "job" } else { "jobs" };
     println!(
         "pruned {n} finished {noun} older than {} ({from})",
-        humantime::format_duration(older_than)
+        human(older_than)
     );
     Ok(exit::SUCCESS)
+}
+
+/// `90d` rather than humantime's months and days.
+fn human(d: std::time::Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    let secs = d.as_secs();
+    if secs >= DAY && secs % DAY == 0 && d.subsec_nanos() == 0 {
+        format!("{}d", secs / DAY)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
 }
