@@ -147,6 +147,11 @@ pub async fn follow(
                         line.push_str(&format!(", {}/s", HumanBytes(r as u64)));
                     }
                     line.push(')');
+                    // The retry being waited out, if any (the engine warned
+                    // when it happened; this says it is still the case).
+                    if let Some(n) = &p.note {
+                        line.push_str(&format!("; {}", Escaped::str(n)));
+                    }
                     eprintln!("{line}");
                 } else {
                     tracing::info!(

@@ -44,7 +44,7 @@ pub async fn run(config: &Config, args: &PruneArgs) -> anyhow::Result<u8> {
 fn human(d: std::time::Duration) -> String {
     const DAY: u64 = 24 * 3600;
     let secs = d.as_secs();
-    if secs >= DAY && secs % DAY == 0 && d.subsec_nanos() == 0 {
+    if secs >= DAY && secs.is_multiple_of(DAY) && d.subsec_nanos() == 0 {
         format!("{}d", secs / DAY)
     } else {
         humantime::format_duration(d).to_string()

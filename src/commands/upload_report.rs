@@ -46,7 +46,9 @@ impl Say {
     /// A note on how things go; none with `--quiet`.
     pub fn info(&self, msg: &str) {
         if self.quiet {
-        } else if self.json_logs {
+            return;
+        }
+        if self.json_logs {
             tracing::info!("{msg}");
         } else {
             eprintln!("{msg}");

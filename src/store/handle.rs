@@ -186,7 +186,7 @@ impl Store {
     pub async fn list(&self, query: &JobQuery) -> Result<Vec<Job>> {
         let query = query.clone();
         match &self.backend {
-            Backend::Sqlite(b) => b.call("listing jobs", move |db| db.list(&query)).await,
+            Backend::Sqlite(b) => b.call("reading jobs", move |db| db.list(&query)).await,
         }
     }
 
