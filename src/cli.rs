@@ -7,6 +7,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::DEFAULT_CONFIG_PATH;
+use crate::job::{JobId, JobState};
+
+/// The environment variable `-c` defaults to (before the default path).
+pub const CONFIG_ENV: &str = "MODELFERRY_CONFIG";
 
 /// `--version`: the version, the commit it was built from and the target
 /// (`-V` prints the version alone).
@@ -39,8 +43,16 @@ pub enum Command {
     Run(RunArgs),
     /// Import one file in the foreground; exit 0 on SUCCESS, 1 if the import failed.
     Upload(UploadArgs),
-    /// List the jobs in the state database.
+    /// List the jobs in the state database, newest first.
     Status(StatusArgs),
+    /// Run a failed or cancelled job again.
+    Retry(RetryArgs),
+    /// Stop a queued, uploading or completing job.
+    Cancel(CancelArgs),
+    /// Forget finished jobs older than a duration (default: state.retain).
+    Prune(PruneArgs),
+    /// Check everything `run` needs and report every problem at once.
+    Check(CheckArgs),
     /// Run a local emulator of the platform's four endpoints.
     Emulator(EmulatorArgs),
     /// Print a shell completion script on stdout (bash, zsh, fish).
@@ -74,7 +86,13 @@ pub struct ManpagesArgs {
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Configuration file (TOML).
-    #[arg(short = 'c', long = "config", value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        env = CONFIG_ENV,
+        default_value = DEFAULT_CONFIG_PATH
+    )]
     pub config: PathBuf,
 }
 
@@ -100,18 +118,93 @@ pub struct UploadArgs {
     /// Import again even if this file was already imported.
     #[arg(long)]
     pub force: bool,
-    /// Never draw a progress bar, even on a terminal.
+    /// No progress bar or progress lines.
     #[arg(long)]
     pub no_progress: bool,
+    /// Give up after DURATION (e.g. "30m"), whatever the phase: the job is
+    /// kept as it is (running the same command again resumes it); exit 6.
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub timeout: Option<Duration>,
+    /// Print exactly one JSON object on stdout: the receipt on success, the
+    /// error receipt on failure, else job id, path, state, error, exit code.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress and no info messages on stderr; warnings and errors only.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// Only these jobs.
+    #[arg(value_name = "ID")]
+    pub ids: Vec<JobId>,
+    /// Only jobs in this state (repeat for several).
+    #[arg(long = "state", value_name = "STATE", value_parser = parse_state)]
+    pub states: Vec<JobState>,
+    /// Only jobs changed within DURATION (e.g. "1h", "2d").
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// At most N jobs (the newest).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Failed or cancelled jobs to run again.
+    #[arg(value_name = "ID", required = true)]
+    pub ids: Vec<JobId>,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Queued, uploading or completing jobs to stop.
+    #[arg(value_name = "ID", required = true)]
+    pub ids: Vec<JobId>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Forget finished jobs older than this (default: state.retain; "0": none).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Also make one authenticated read of the platform: exit 3 if the key
+    /// is rejected, 6 if the platform does not answer.
+    #[arg(long)]
+    pub online: bool,
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(d)
+}
+
+fn parse_state(s: &str) -> Result<JobState, String> {
+    s.parse().map_err(|_| {
+        let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        format!("{s:?} is not a job state ({})", names.join(", "))
+    })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -21,3 +21,6 @@ pub fn code(c: u8) -> ExitCode {
 pub const LOCAL_ERROR: u8 = 4;
 /// Another modelferry process is running this file's job right now.
 pub const BUSY: u8 = 5;
+/// Gave up at `upload --timeout`, or the platform did not answer
+/// (`check --online`); the job is kept and a rerun resumes it.
+pub const GAVE_UP: u8 = 6;

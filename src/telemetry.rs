@@ -63,9 +63,16 @@ pub fn priority_prefix(level: Level) -> &'static str {
 /// Prints `message` on stderr, at error priority in the journal (every line
 /// of it, so `journalctl -p err` shows why the process stopped).
 pub fn eprint_error(message: &str) {
+    eprint_at(Level::ERROR, message);
+}
+
+/// Prints `message` (a line of a command's own output on stderr, not a log
+/// event) with the priority `level` when stderr is the journal, plain
+/// otherwise, so such lines filter with `journalctl -p` like log lines.
+pub fn eprint_at(level: Level, message: &str) {
     let line = format!("{}\n", message.trim_end());
     let out = if stderr_is_journal() {
-        prefixed(priority_prefix(Level::ERROR), line.as_bytes())
+        prefixed(priority_prefix(level), line.as_bytes())
     } else {
         line.into_bytes()
     };
@@ -149,7 +156,10 @@ pub fn init(format: LogFormat, level: &str, writer: StderrWriter) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let journal = stderr_is_journal();
     let writer = StderrWriter { journal, ..writer };
-    let ansi = !journal && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Colour only on a terminal, and never when NO_COLOR asks so.
+    let ansi = !journal
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && !crate::config::no_color();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

@@ -3,10 +3,15 @@
 // The commands are where output to the terminal belongs.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod cancel;
+pub mod check;
 pub mod docs;
 pub mod emulator;
+pub mod prune;
+pub mod retry;
 pub mod status;
 pub mod upload;
+mod upload_report;
 
 use std::future::Future;
 
@@ -48,7 +53,30 @@ pub async fn dispatch(
         Command::Status(args) => {
             let config = Config::load(&args.config.config)?;
             telemetry::init(config.telemetry.log_format, "warn", StderrWriter::default());
-            status::run(&config, args.json).await
+            status::run(&config, &args).await
+        }
+        Command::Retry(args) => {
+            let config = Config::load(&args.config.config)?;
+            telemetry::init(config.telemetry.log_format, "warn", StderrWriter::default());
+            retry::run(&config, &args.ids).await
+        }
+        Command::Cancel(args) => {
+            let config = Config::load(&args.config.config)?;
+            telemetry::init(config.telemetry.log_format, "warn", StderrWriter::default());
+            cancel::run(&config, &args.ids).await
+        }
+        Command::Prune(args) => {
+            let config = Config::load(&args.config.config)?;
+            telemetry::init(config.telemetry.log_format, "warn", StderrWriter::default());
+            prune::run(&config, &args).await
+        }
+        Command::Check(args) => {
+            telemetry::init(
+                crate::config::LogFormat::Text,
+                "warn",
+                StderrWriter::default(),
+            );
+            check::run(&args.config.config, args.online).await
         }
         Command::Emulator(args) => {
             telemetry::init(

@@ -6,11 +6,12 @@ use anyhow::Context;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
+use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::escaped::Escaped;
 use crate::exit;
 use crate::job::Job;
-use crate::store::Store;
+use crate::store::{JobQuery, Store};
 
 /// One job as `status --json` prints it.
 #[derive(Debug, Serialize)]
@@ -94,32 +95,68 @@ impl From<&Job> for JobView {
     }
 }
 
-pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
+/// Opens the state database if it exists: a missing state folder or
+/// database means no jobs yet. Anything else that stops the look (no
+/// permission on the folder, a file where a folder should be) is an error:
+/// "no jobs" would hide it.
+pub async fn open_existing(config: &Config) -> anyhow::Result<Option<Store>> {
     let db = config.database_path();
-    // A missing state folder or database means no jobs yet. Anything else
-    // that stops the look (no permission on the folder, a file where a
-    // folder should be) is an error: "no jobs" would hide it.
     let exists = db
         .try_exists()
         .with_context(|| format!("cannot open the state database {}", Escaped::path(&db)))?;
-    let jobs = if exists {
-        let store = Store::open(config.state.dir.clone()).await?;
-        store.jobs().await?
-    } else {
-        Vec::new()
+    if !exists {
+        return Ok(None);
+    }
+    Ok(Some(Store::open(config.state.dir.clone()).await?))
+}
+
+pub async fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
+    let db = config.database_path();
+    let store = open_existing(config).await?;
+    let exists = store.is_some();
+    let query = JobQuery {
+        ids: args.ids.clone(),
+        states: args.states.clone(),
+        since: args.since.map(|d| {
+            SystemTime::now()
+                .checked_sub(d)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        }),
+        limit: args.limit,
     };
+    let jobs = match &store {
+        Some(store) => store.list(&query).await?,
+        None => Vec::new(),
+    };
+    // Like `ls` with a name that is not there: what exists is shown, the
+    // rest is named on stderr, exit 2.
+    let missing: Vec<i64> = args
+        .ids
+        .iter()
+        .filter(|id| !jobs.iter().any(|j| j.id == **id))
+        .copied()
+        .collect();
+    let code = if missing.is_empty() {
+        exit::SUCCESS
+    } else {
+        for id in &missing {
+            eprintln!("job {id}: not in the state database (never made, or pruned)");
+        }
+        exit::USAGE
+    };
+    let json = args.json;
     let views: Vec<JobView> = jobs.iter().map(JobView::from).collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&views)?);
-        return Ok(exit::SUCCESS);
+        return Ok(code);
     }
     if !exists {
         println!("no jobs yet: {} does not exist", Escaped::path(&db));
-        return Ok(exit::SUCCESS);
+        return Ok(code);
     }
     if views.is_empty() {
-        println!("no jobs in {}", Escaped::path(&db));
-        return Ok(exit::SUCCESS);
+        println!("no matching jobs in {}", Escaped::path(&db));
+        return Ok(code);
     }
     let mut counts: Vec<String> = Vec::new();
     for st in crate::job::JobState::ALL {
@@ -159,5 +196,5 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(exit::SUCCESS)
+    Ok(code)
 }

@@ -2,24 +2,28 @@
 //!
 //! Uses the same state database as the daemon: a file with the same identity
 //! resumes its unfinished job (same session), and a file already imported is
-//! answered from the database without uploading (unless `--force`).
+//! answered from the database without uploading (unless `--force`). With
+//! `--timeout` the whole command is bounded: when it runs out, the work in
+//! hand (requests in flight included) is dropped and the job stays as the
+//! store has it, resumable (exit 6). What is printed, and the exit code for
+//! each ending, is [`upload_report`](super::upload_report)'s.
 
 use std::future::Future;
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
+use super::upload_report::{Ending, Say};
 use super::UsageError;
 use crate::cli::UploadArgs;
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::escaped::Escaped;
-use crate::exit;
-use crate::job::NewJob;
-use crate::progress;
+use crate::job::{JobId, NewJob};
+use crate::progress::{self, Display};
 use crate::source::FileIdentity;
 use crate::store::Store;
 use crate::telemetry::{self, StderrWriter};
@@ -27,30 +31,116 @@ use crate::upload::admit::{admit, Admission, Policy, Rerun};
 use crate::upload::setup::platform_setup;
 use crate::upload::{Engine, JobProgress, Outcome};
 
+/// How often a progress line is printed when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
 pub async fn run(
     args: UploadArgs,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<u8> {
-    let show_bar = !args.no_progress && std::io::stderr().is_terminal();
-    let bar = show_bar.then(progress::terminal_bar);
-    let writer = bar.clone().map(StderrWriter::around).unwrap_or_default();
-    telemetry::init(
-        config.telemetry.log_format,
-        &config.telemetry.log_level,
-        writer,
-    );
+    let json_logs = config.telemetry.log_format == LogFormat::Json;
+    let show_progress = !args.no_progress && !args.quiet;
+    let on_terminal = std::io::stderr().is_terminal();
+    let say = Say {
+        quiet: args.quiet,
+        json_logs,
+        json_out: args.json,
+    };
 
-    let path = std::path::absolute(&args.path)
-        .map_err(|e| UsageError(format!("{}: {e}", Escaped::path(&args.path))))?;
+    let (path, identity) = match look_at(&args.path) {
+        Ok(found) => found,
+        // Usage: stdout stays empty, `main` prints the message (exit 2).
+        Err(e) => {
+            init_logs(&config, &args, None, show_progress);
+            let e = anyhow::Error::from(e);
+            return super::upload_report::finish(&config, &say, &args.path, None, Err(e), None)
+                .await;
+        }
+    };
+    let name = path
+        .file_name()
+        .map(|n| Escaped::path(n.as_ref()).to_string())
+        .unwrap_or_default();
+    let display = if !show_progress {
+        None
+    } else if on_terminal && !json_logs {
+        Some(Display::Bar(progress::terminal_bar(&name, identity.size)))
+    } else if json_logs {
+        Some(Display::Events)
+    } else {
+        Some(Display::Lines)
+    };
+    let bar = match &display {
+        Some(Display::Bar(bar)) => Some(bar.clone()),
+        _ => None,
+    };
+    init_logs(&config, &args, bar, show_progress);
+
+    let (tx, rx) = watch::channel(JobProgress::queued(identity.size));
+    let tx = Arc::new(tx);
+    let follower = display.map(|d| tokio::spawn(progress::follow(rx, name, d, LINE_EVERY)));
+    let known = Arc::new(Mutex::new(None::<JobId>));
+
+    let work = drive(
+        &args,
+        &config,
+        &path,
+        identity,
+        tx.clone(),
+        known.clone(),
+        &say,
+        shutdown,
+    );
+    let ended = match args.timeout {
+        None => work.await,
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(ended) => ended,
+            // The work in hand is dropped: requests in flight end with it,
+            // and the job stays as the store has it.
+            Err(_) => Ok(Ending::TimedOut(limit)),
+        },
+    };
+    let note = tx.borrow().note.clone();
+    drop(tx);
+    if let Some(f) = follower {
+        let _ = tokio::time::timeout(Duration::from_secs(1), f).await;
+    }
+    let job_id = *known.lock().unwrap_or_else(|p| p.into_inner());
+    super::upload_report::finish(&config, &say, &path, job_id, ended, note).await
+}
+
+/// Sets up logging: `--quiet` keeps warnings and errors only, and while
+/// progress is shown the engine's own notes on state changes are left out
+/// (the progress line says it once).
+fn init_logs(
+    config: &Config,
+    args: &UploadArgs,
+    bar: Option<indicatif::ProgressBar>,
+    show_progress: bool,
+) {
+    let level = if args.quiet {
+        "warn".to_string()
+    } else if show_progress {
+        format!("{},modelferry::upload=warn", config.telemetry.log_level)
+    } else {
+        config.telemetry.log_level.clone()
+    };
+    let writer = bar.map(StderrWriter::around).unwrap_or_default();
+    telemetry::init(config.telemetry.log_format, &level, writer);
+}
+
+/// The file to import, checked: absolute, UTF-8, a regular file, no link.
+fn look_at(given: &Path) -> Result<(PathBuf, FileIdentity), UsageError> {
+    let path = std::path::absolute(given)
+        .map_err(|e| UsageError(format!("{}: {e}", Escaped::path(given))))?;
     // Refused before any job exists: the store keeps paths as text, and a
     // lossy copy would name a file that is not there.
     if path.to_str().is_none() {
         return Err(UsageError(format!(
             "{}: the file name is not valid UTF-8; modelferry keeps paths as text, so rename the file to import it",
             Escaped::path(&path)
-        ))
-        .into());
+        )));
     }
     let meta = std::fs::symlink_metadata(&path)
         .map_err(|e| UsageError(format!("{}: {e}", Escaped::path(&path))))?;
@@ -58,23 +148,39 @@ pub async fn run(
         return Err(UsageError(format!(
             "{}: is a symbolic link; modelferry never follows links (give the target's path)",
             Escaped::path(&path)
-        ))
-        .into());
+        )));
     }
     if !meta.is_file() {
-        return Err(UsageError(format!("{}: not a regular file", Escaped::path(&path))).into());
+        return Err(UsageError(format!(
+            "{}: not a regular file",
+            Escaped::path(&path)
+        )));
     }
-    let identity = FileIdentity::of(&meta);
+    Ok((path, FileIdentity::of(&meta)))
+}
+
+/// Admits the file and runs its job to an ending. The job's id goes into
+/// `known` as soon as there is one, so a timeout can still name it.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    args: &UploadArgs,
+    config: &Config,
+    path: &Path,
+    identity: FileIdentity,
+    tx: Arc<watch::Sender<JobProgress>>,
+    known: Arc<Mutex<Option<JobId>>>,
+    say: &Say,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Ending> {
     let context = args.context.trim().to_string();
     if context.is_empty() {
         return Err(UsageError("--context must not be empty".into()).into());
     }
-
-    let (platform, emulator) = platform_setup(&config).await?;
+    let (platform, emulator) = platform_setup(config).await?;
     let store = Store::open(config.state.dir.clone()).await?;
 
     let file = NewJob {
-        path: path.clone(),
+        path: path.to_path_buf(),
         identity,
         file_context: context,
         is_adapter: args.adapter,
@@ -91,46 +197,34 @@ pub async fn run(
     };
     let job_id = match admit(&store, file, policy).await? {
         Admission::Settled(job) => {
-            eprintln!(
-                "{}: already imported (job {}); not uploading again (--force imports it again)",
-                Escaped::path(&path),
-                job.id
-            );
-            println!("{}", job.model_id.unwrap_or_default());
-            return Ok(exit::SUCCESS);
+            *known.lock().unwrap_or_else(|p| p.into_inner()) = Some(job.id);
+            return Ok(Ending::AlreadyImported);
         }
         Admission::Resume(job) => {
-            eprintln!(
+            say.info(&format!(
                 "{}: resuming job {} ({}, {}/{} chunks acknowledged)",
-                Escaped::path(&path),
+                Escaped::path(path),
                 job.id,
                 job.state,
                 job.chunks_done,
                 job.chunks_total
-            );
+            ));
             job.id
         }
         Admission::New { job, .. } => job.id,
     };
+    *known.lock().unwrap_or_else(|p| p.into_inner()) = Some(job_id);
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let engine = Engine::new(store.clone(), platform, config.upload.clone(), metrics);
-    let (tx, rx) = watch::channel(JobProgress::queued(identity.size));
-    let tx = Arc::new(tx);
-    let name = path
-        .file_name()
-        .map(|n| Escaped::path(n.as_ref()).to_string())
-        .unwrap_or_default();
-    let follower = tokio::spawn(progress::follow(rx, name, bar, Duration::from_secs(5)));
-
     let cancel = CancellationToken::new();
-    let run = engine.run_job(job_id, cancel.clone(), tx.clone());
+    let run = engine.run_job(job_id, cancel.clone(), tx);
     tokio::pin!(run);
     tokio::pin!(shutdown);
     let outcome = tokio::select! {
         r = &mut run => r?,
         _ = &mut shutdown => {
-            info!("stopping: letting chunks in flight finish");
+            say.info("stopping: letting chunks in flight finish");
             cancel.cancel();
             match tokio::time::timeout(config.daemon.shutdown_grace, &mut run).await {
                 Ok(r) => r?,
@@ -138,55 +232,8 @@ pub async fn run(
             }
         }
     };
-    drop(tx);
-    // The engine's copy of the sender is dropped with the finished `run`.
-    let _ = tokio::time::timeout(Duration::from_secs(1), follower).await;
     if let Some(emu) = emulator {
         emu.shutdown().await;
     }
-
-    let job = store.job(job_id).await?;
-    Ok(match outcome {
-        Outcome::Succeeded { .. } => {
-            eprintln!("{}: imported (job {})", Escaped::path(&path), job.id);
-            println!("{}", job.model_id.unwrap_or_default());
-            exit::SUCCESS
-        }
-        Outcome::Failed(error) => {
-            eprintln!(
-                "{}: import failed (job {}): {}",
-                Escaped::path(&path),
-                job.id,
-                Escaped::str(&error)
-            );
-            exit::IMPORT_FAILED
-        }
-        Outcome::AuthRejected(msg) => {
-            eprintln!(
-                "{}: {}. Nothing was failed or deleted; fix the key and run the same command again to resume job {}.",
-                Escaped::path(&path),
-                Escaped::str(&msg),
-                job.id
-            );
-            exit::KEY_REJECTED
-        }
-        Outcome::Busy => {
-            eprintln!(
-                "{}: job {} is being run by another modelferry process (the daemon, or another `upload`); not touching it",
-                Escaped::path(&path),
-                job.id
-            );
-            exit::BUSY
-        }
-        Outcome::Interrupted => {
-            eprintln!(
-                "{}: interrupted; run the same command again to resume job {} ({}/{} chunks acknowledged)",
-                Escaped::path(&path),
-                job.id,
-                job.chunks_done,
-                job.chunks_total
-            );
-            exit::INTERRUPTED
-        }
-    })
+    Ok(Ending::Ran(outcome))
 }

@@ -13,10 +13,13 @@
 // The one module that reads the environment.
 #![allow(clippy::disallowed_methods)]
 
+mod check;
 mod folders;
 mod key;
 mod raw;
 mod validate;
+
+pub use validate::parse_retain;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -79,6 +82,9 @@ pub struct PlatformConfig {
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub dir: PathBuf,
+    /// Finished jobs older than this are pruned (by the daemon daily, and by
+    /// `modelferry prune`'s default); `None` (`"0"`): never.
+    pub retain: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +139,13 @@ pub struct WatchConfig {
     pub stable_for: Duration,
     pub after_success: AfterSuccess,
     pub poll_only: bool,
+}
+
+/// Whether the user asked for no colour (`NO_COLOR` set and not empty,
+/// <https://no-color.org>). Read here, the one module that reads the
+/// environment; callers pass the answer down.
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
 /// CLI-level overrides, applied after the file and the environment.

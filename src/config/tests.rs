@@ -20,6 +20,7 @@ fn defaults_suit_production() {
     assert_eq!(c.upload.parallel_chunks, 4);
     assert_eq!(c.upload.parallel_files, 1);
     assert_eq!(c.state.dir, PathBuf::from("/var/lib/modelferry"));
+    assert_eq!(c.state.retain, Some(Duration::from_secs(90 * 24 * 3600)));
     assert_eq!(c.daemon.shutdown_grace, Duration::from_secs(10));
     assert!(c.watch.is_empty());
 }
@@ -280,4 +281,14 @@ fn overlapping_folders_are_refused_for_run() {
         .unwrap_err()
         .to_string();
     assert!(m.contains("watch[0].done_dir"), "{m}");
+}
+
+#[test]
+fn retain_is_a_duration_or_zero_for_never() {
+    let c = load_str("[state]\nretain = \"12h\"\n").unwrap();
+    assert_eq!(c.state.retain, Some(Duration::from_secs(12 * 3600)));
+    let c = load_str("[state]\nretain = \"0\"\n").unwrap();
+    assert_eq!(c.state.retain, None);
+    let m = message("[state]\nretain = \"forever\"\n");
+    assert!(m.contains("state.retain"), "{m}");
 }

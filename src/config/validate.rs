@@ -16,6 +16,24 @@ use super::{
 };
 
 const MIN_CHUNK: u64 = 1024;
+/// `state.retain` when not given: 90 days.
+const DEFAULT_RETAIN: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// A retention period: a duration such as `"90d"`, or `"0"` for never
+/// pruning. Also what `prune --older-than` takes.
+pub fn parse_retain(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(None);
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Ok(None),
+        Ok(d) => Ok(Some(d)),
+        Err(e) => Err(format!(
+            "{text:?} is not a duration ({e}; use e.g. \"90d\", \"12h\", or \"0\" for never)"
+        )),
+    }
+}
 const MAX_CHUNK: u64 = 1 << 30;
 /// Levels a `telemetry.log_level` directive may name.
 const LEVELS: &str = "off, error, warn, info, debug, trace";
@@ -89,10 +107,20 @@ fn state(mut t: Table) -> StateConfig {
     let dir = t
         .path("dir")
         .unwrap_or_else(|| PathBuf::from("/var/lib/modelferry"));
+    let retain = match t.string("retain") {
+        None => Some(DEFAULT_RETAIN),
+        Some(text) => parse_retain(&text).unwrap_or_else(|e| {
+            t.problem("retain", e);
+            Some(DEFAULT_RETAIN)
+        }),
+    };
     t.finish();
     // Jobs record paths; relative ones would change meaning with the working
     // directory of the next start.
-    StateConfig { dir: absolute(dir) }
+    StateConfig {
+        dir: absolute(dir),
+        retain,
+    }
 }
 
 fn upload(mut t: Table) -> UploadConfig {

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::settle;
 use crate::config::{Config, WatchConfig};
 use crate::escaped::Escaped;
-use crate::job::{FilingState, Job};
+use crate::job::{FilingState, Job, JobId};
 use crate::store::Store;
 
 /// Longest wait before failed filings are tried again.
@@ -110,10 +110,15 @@ impl Filer {
         Ok(())
     }
 
-    /// Files every finished job whose filing is not done.
-    pub async fn retry_filings(&mut self) -> anyhow::Result<()> {
+    /// Files every finished job whose filing is not done, except those
+    /// `busy` says are still being driven (a cancelled job whose task has
+    /// not ended yet).
+    pub async fn retry_filings(&mut self, busy: &dyn Fn(JobId) -> bool) -> anyhow::Result<()> {
         let jobs = self.store.unfiled().await?;
         for job in jobs {
+            if busy(job.id) {
+                continue;
+            }
             self.file(job).await?;
         }
         self.next_retry = Instant::now() + self.retry_every;
@@ -121,9 +126,13 @@ impl Filer {
     }
 
     /// [`Filer::retry_filings`] when its period has passed.
-    pub async fn retry_if_due(&mut self, now: Instant) -> anyhow::Result<()> {
+    pub async fn retry_if_due(
+        &mut self,
+        now: Instant,
+        busy: &dyn Fn(JobId) -> bool,
+    ) -> anyhow::Result<()> {
         if now >= self.next_retry {
-            self.retry_filings().await?;
+            self.retry_filings(busy).await?;
         }
         Ok(())
     }
@@ -149,7 +158,7 @@ pub fn create_filing_dirs(config: &Config) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::config::AfterSuccess;
-    use crate::job::{Failure, JobId, NewJob, Stage};
+    use crate::job::{Failure, NewJob, Stage};
     use crate::source::FileIdentity;
 
     struct Fixture {
@@ -267,7 +276,7 @@ mod tests {
         std::fs::write(&blocker, b"").unwrap();
         f.watch.failed_dir = blocker.join("failed");
         let mut filer = filer(&f);
-        filer.retry_filings().await.unwrap();
+        filer.retry_filings(&|_| false).await.unwrap();
         let noted = job(&f, id).await;
         assert!(
             noted
@@ -281,10 +290,13 @@ mod tests {
         assert!(noted.filing.is_none());
         std::fs::remove_file(&blocker).unwrap();
         // Not due yet: nothing happens.
-        filer.retry_if_due(Instant::now()).await.unwrap();
+        filer
+            .retry_if_due(Instant::now(), &|_| false)
+            .await
+            .unwrap();
         assert!(f.drop.join("m.tar").exists());
         filer
-            .retry_if_due(Instant::now() + MAX_RETRY_EVERY)
+            .retry_if_due(Instant::now() + MAX_RETRY_EVERY, &|_| false)
             .await
             .unwrap();
         assert!(f.watch.failed_dir.join("m.tar").exists());

@@ -49,7 +49,7 @@ use crate::job::{Job, JobId, JobState, NewJob};
 use crate::metrics::{ImportResult, Metrics};
 use crate::store::{Store, StoreError};
 use crate::systemd;
-use crate::upload::admit::{admit, Admission, Policy, Rerun};
+use crate::upload::admit::{admit, why_settled, Admission, Policy, Rerun};
 use crate::upload::setup::platform_setup;
 use crate::upload::EngineError;
 use crate::upload::{Engine, Outcome};
@@ -61,6 +61,8 @@ const TICK: Duration = Duration::from_millis(500);
 const LOCAL_ERROR_RETRY: Duration = Duration::from_secs(60);
 /// Wait before looking again at a job another process is running.
 const BUSY_RETRY: Duration = Duration::from_secs(30);
+/// How often finished jobs older than `state.retain` are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs the daemon until `shutdown` resolves. `config` comes from
 /// [`Config::load_for_run`], which has checked what the daemon needs.
@@ -100,6 +102,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             config.daemon.rescan_interval,
         ),
         report: StatusReport::new(Instant::now()),
+        next_prune: Instant::now(),
         config: config.clone(),
         store,
         engine,
@@ -131,6 +134,8 @@ struct Daemon {
     gate: AuthGate,
     filer: Filer,
     report: StatusReport,
+    /// When finished jobs are pruned next (at the start, then daily).
+    next_prune: Instant,
 }
 
 impl Daemon {
@@ -150,7 +155,7 @@ impl Daemon {
             self.queue.enqueue(job);
             resumed += 1;
         }
-        self.filer.retry_filings().await?;
+        self.filer.retry_filings(&|_| false).await?;
         self.refresh_gauges().await;
         info!(resumed, "recovery done");
         Ok(())
@@ -229,16 +234,19 @@ impl Daemon {
         let queue = &self.queue;
         let running = |id| queue.is_running(id);
         let policy = Policy {
-            rerun: Rerun::Never,
+            rerun: Rerun::Refiled,
             supersede_unless_running: Some(&running),
         };
         match admit(&self.store, file, policy).await? {
-            Admission::Settled(job) | Admission::Resume(job) => {
+            Admission::Settled(job) => {
                 // Seen again after its import (moved back, or copied with its
                 // identity); a file kept in place after success is not a new drop.
                 if job.state == JobState::Succeeded && w.after_success != AfterSuccess::Keep {
                     self.metrics.import_finished(ImportResult::Duplicate);
                 }
+                info!(job_id = job.id, path = %Escaped::path(&c.path), why = %why_settled(&job), "file not imported");
+            }
+            Admission::Resume(job) => {
                 debug!(job_id = job.id, path = %Escaped::path(&c.path), state = %job.state, "file already known");
             }
             Admission::New { job, superseded } => {
@@ -306,6 +314,13 @@ impl Daemon {
                 self.filer.file(job).await?;
                 self.refresh_gauges().await;
             }
+            Ok(Outcome::Cancelled) => {
+                self.metrics.import_finished(ImportResult::Cancelled);
+                info!(job_id = id, "job cancelled; filing it to failed_dir");
+                let job = self.job(id).await?;
+                self.filer.file(job).await?;
+                self.refresh_gauges().await;
+            }
         }
         Ok(())
     }
@@ -329,13 +344,39 @@ impl Daemon {
         self.metrics.set_live_jobs(self.queue.states());
     }
 
+    /// Prunes finished jobs older than `state.retain`, once a day.
+    async fn prune_if_due(&mut self, now: Instant) {
+        if now < self.next_prune {
+            return;
+        }
+        self.next_prune = now + PRUNE_EVERY;
+        let Some(retain) = self.config.state.retain else {
+            return;
+        };
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(retain)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        match self.store.prune(cutoff).await {
+            Ok(0) => debug!("no finished jobs to prune"),
+            Ok(n) => {
+                info!(pruned = n, retain = %humantime::format_duration(retain), "pruned finished jobs")
+            }
+            Err(e) => warn!(error = %e, "cannot prune finished jobs; trying again tomorrow"),
+        }
+    }
+
     async fn housekeeping(&mut self) -> anyhow::Result<()> {
         let now = Instant::now();
         self.gate.tick(now);
         for id in self.queue.due(now) {
             self.requeue_unfinished(id).await?;
         }
-        self.filer.retry_if_due(now).await?;
+        // A job running here is filed when its task ends, not under it.
+        let queue = &self.queue;
+        self.filer
+            .retry_if_due(now, &|id| queue.is_running(id))
+            .await?;
+        self.prune_if_due(now).await;
         let bytes = self.metrics.bytes_uploaded.get();
         let paused = self.gate.is_paused();
         if let Some(line) = self.report.status_line(now, bytes, &self.queue, paused) {

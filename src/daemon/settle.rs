@@ -23,10 +23,6 @@ pub enum Plan {
     Skip,
 }
 
-fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 /// Where a finished job is filed.
 pub fn plan(job: &Job, watch: &WatchConfig) -> Plan {
     match job.state {
@@ -64,23 +60,7 @@ pub fn choose(job: &Job, dir: &Path) -> std::io::Result<PathBuf> {
 pub fn execute(job: &Job, watch: &WatchConfig, dest: &Path) -> std::io::Result<FilingState> {
     match job.state {
         JobState::Succeeded => {
-            let receipt = SuccessReceipt {
-                model_id: job.model_id.clone().unwrap_or_default(),
-                dock_status_id: job.dock_status_id.clone().unwrap_or_default(),
-                session_id: job
-                    .session
-                    .as_ref()
-                    .map(|s| s.session_id.clone())
-                    .unwrap_or_default(),
-                size: job.size(),
-                sha256: job.sha256.clone().unwrap_or_default(),
-                chunks: job.chunks_total,
-                status: "SUCCESS".into(),
-                started_at: rfc3339(job.started_at.unwrap_or(job.created_at)),
-                finished_at: rfc3339(job.finished_at.unwrap_or(job.updated_at)),
-                file: job.file_name.clone(),
-                job_id: job.id,
-            };
+            let receipt = SuccessReceipt::of(job);
             match watch.after_success {
                 AfterSuccess::Move => {
                     if still_ours(job) {
@@ -101,20 +81,10 @@ pub fn execute(job: &Job, watch: &WatchConfig, dest: &Path) -> std::io::Result<F
                 }
             }
         }
-        JobState::Failed => {
-            let receipt = ErrorReceipt {
-                error: job.error.clone().unwrap_or_default(),
-                stage: job
-                    .error_stage
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default(),
-                http_status: job.http_status,
-                platform_message: job.platform_message.clone(),
-                model_id: job.model_id.clone().filter(|m| !m.is_empty()),
-                file: job.file_name.clone(),
-                job_id: job.id,
-                failed_at: rfc3339(job.finished_at.unwrap_or(job.updated_at)),
-            };
+        // A cancelled job is filed as a failed one, its receipt's stage
+        // saying `cancelled`.
+        JobState::Failed | JobState::Cancelled => {
+            let receipt = ErrorReceipt::of(job);
             if still_ours(job) {
                 filing::move_file(&job.path, dest)?;
             }

@@ -11,6 +11,7 @@
 //! paths involved.
 
 mod names;
+mod of_job;
 
 use std::fmt::Display;
 use std::fs::{self, File, Metadata, OpenOptions};

@@ -17,15 +17,18 @@ pub enum Stage {
     Import,
     /// Reading the source file (missing, unreadable, changed).
     Read,
+    /// Stopped by `modelferry cancel` (not a failure of any step).
+    Cancelled,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Start,
         Stage::Upload,
         Stage::Complete,
         Stage::Import,
         Stage::Read,
+        Stage::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Stage {
             Stage::Complete => "complete",
             Stage::Import => "import",
             Stage::Read => "read",
+            Stage::Cancelled => "cancelled",
         }
     }
 }
@@ -66,7 +70,10 @@ mod tests {
     #[test]
     fn names_are_the_receipts_and_round_trip() {
         let names: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(names, ["start", "upload", "complete", "import", "read"]);
+        assert_eq!(
+            names,
+            ["start", "upload", "complete", "import", "read", "cancelled"]
+        );
         for s in Stage::ALL {
             assert_eq!(s.as_str().parse::<Stage>().unwrap(), s);
             assert_eq!(s.to_string(), s.as_str());

@@ -2,7 +2,9 @@
 //!
 //! `queued → uploading → completing → importing → succeeded | failed`.
 //! A job may fail from any unfinished state, and `uploading → uploading`
-//! replaces an expired or vanished session. The store enforces these rules on
+//! replaces an expired or vanished session. `modelferry cancel` moves a job
+//! that the platform does not have yet (`queued`, `uploading`, `completing`)
+//! to `cancelled`; once `importing`, the platform has it and it cannot be. The store enforces these rules on
 //! every write; they are kept here so they can be tested exhaustively.
 //! Which states are active and which finished is decided here too
 //! ([`JobState::ACTIVE`], [`JobState::FINISHED`]): the store builds its
@@ -20,16 +22,19 @@ pub enum JobState {
     Importing,
     Succeeded,
     Failed,
+    /// Stopped by `modelferry cancel` before the platform took the import.
+    Cancelled,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Queued,
         JobState::Uploading,
         JobState::Completing,
         JobState::Importing,
         JobState::Succeeded,
         JobState::Failed,
+        JobState::Cancelled,
     ];
 
     /// States a job is still moving through: resumed after a restart.
@@ -41,7 +46,8 @@ impl JobState {
     ];
 
     /// Final states: nothing more happens to the job but its filing.
-    pub const FINISHED: [JobState; 2] = [JobState::Succeeded, JobState::Failed];
+    pub const FINISHED: [JobState; 3] =
+        [JobState::Succeeded, JobState::Failed, JobState::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,6 +57,7 @@ impl JobState {
             JobState::Importing => "importing",
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
         }
     }
 
@@ -62,8 +69,10 @@ impl JobState {
     pub fn can_become(self, to: JobState) -> bool {
         use JobState::*;
         match (self, to) {
-            (Succeeded | Failed, _) => false,
+            (Succeeded | Failed | Cancelled, _) => false,
             (_, Failed) => true,
+            // The platform has an import once `importing`: too late to cancel.
+            (Queued | Uploading | Completing, Cancelled) => true,
             (Queued, Uploading) => true,
             // A new session replaces an expired or vanished one; a session
             // that vanished at `complete` also starts over from chunk 0.
@@ -116,6 +125,9 @@ mod tests {
             (Completing, Failed),
             (Importing, Succeeded),
             (Importing, Failed),
+            (Queued, Cancelled),
+            (Uploading, Cancelled),
+            (Completing, Cancelled),
         ];
         for from in JobState::ALL {
             for to in JobState::ALL {
@@ -151,11 +163,22 @@ mod tests {
     }
 
     #[test]
+    fn only_jobs_the_platform_does_not_have_yet_can_be_cancelled() {
+        let cancellable: Vec<JobState> = JobState::ALL
+            .into_iter()
+            .filter(|s| s.can_become(Cancelled))
+            .collect();
+        assert_eq!(cancellable, [Queued, Uploading, Completing]);
+        assert!(JobState::FINISHED.contains(&Cancelled));
+    }
+
+    #[test]
     fn names_round_trip() {
         for s in JobState::ALL {
             assert_eq!(s.as_str().parse::<JobState>().unwrap(), s);
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }
         assert!("done".parse::<JobState>().is_err());
+        assert_eq!("cancelled".parse::<JobState>().unwrap(), Cancelled);
     }
 }

@@ -56,6 +56,10 @@ pub struct Job {
     pub filing: Option<Filing>,
     /// The last filing error, while filing keeps failing.
     pub filing_error: Option<String>,
+    /// Forgotten by `modelferry prune`: only what recognises the file again
+    /// (identity, size, sha256, import kind, model and dock status ids) is
+    /// kept; `status` no longer lists it.
+    pub pruned: bool,
 }
 
 impl Job {

@@ -21,6 +21,7 @@ use std::time::SystemTime;
 
 use super::error::{Result, StoreError};
 use super::lock::{lock_job, JobLock};
+use super::manage::JobQuery;
 use super::open::SqliteStore;
 use crate::escaped::Escaped;
 use crate::job::{
@@ -181,7 +182,27 @@ impl Store {
         }
     }
 
-    /// Every job, oldest first.
+    /// The jobs `query` selects, pruned ones left out, newest first.
+    pub async fn list(&self, query: &JobQuery) -> Result<Vec<Job>> {
+        let query = query.clone();
+        match &self.backend {
+            Backend::Sqlite(b) => b.call("reading jobs", move |db| db.list(&query)).await,
+        }
+    }
+
+    /// Job `id`'s state alone; cheap enough to poll while driving it.
+    pub async fn job_state(&self, id: JobId) -> Result<JobState> {
+        match &self.backend {
+            Backend::Sqlite(b) => {
+                b.call(format!("reading job {id}'s state"), move |db| {
+                    db.job_state(id)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Every job not pruned, oldest first.
     pub async fn jobs(&self) -> Result<Vec<Job>> {
         match &self.backend {
             Backend::Sqlite(b) => b.call("reading jobs", |db| db.jobs()).await,
@@ -393,6 +414,35 @@ impl Store {
                     db.note_error(id, &error, next_retry_at)
                 })
                 .await
+            }
+        }
+    }
+
+    // Operators' changes (no hold: another process may be driving the job).
+
+    /// Moves a `queued`, `uploading` or `completing` job to `cancelled`
+    /// (error stage `cancelled`, `reason` as its error). The process driving
+    /// it, if any, notices from the store and stops; others refuse
+    /// ([`StoreError::InvalidTransition`]).
+    pub async fn cancel(&self, id: JobId, reason: &str) -> Result<()> {
+        let reason = reason.to_string();
+        match &self.backend {
+            Backend::Sqlite(b) => {
+                b.call(format!("job {id}: cancelling it"), move |db| {
+                    db.cancel(id, &reason)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Forgets the details of jobs finished (and filed) before `cutoff`,
+    /// keeping what recognises their files; returns how many.
+    pub async fn prune(&self, cutoff: SystemTime) -> Result<u64> {
+        match &self.backend {
+            Backend::Sqlite(b) => {
+                b.call("pruning finished jobs", move |db| db.prune(cutoff))
+                    .await
             }
         }
     }

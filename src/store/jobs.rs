@@ -75,9 +75,9 @@ impl SqliteStore {
         Ok(jobs)
     }
 
-    /// Every job, oldest first.
+    /// Every job not pruned, oldest first.
     pub fn jobs(&self) -> Result<Vec<Job>> {
-        self.select("ORDER BY j.id", [])
+        self.select("WHERE j.pruned = 0 ORDER BY j.id", [])
     }
 
     /// Jobs in an [active](JobState::ACTIVE) state, oldest first.
@@ -120,9 +120,9 @@ impl SqliteStore {
 
     /// Jobs per state.
     pub fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT state, COUNT(*) AS n FROM jobs WHERE pruned = 0 GROUP BY state",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>("state")?, r.get::<_, i64>("n")?))
         })?;

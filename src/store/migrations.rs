@@ -69,6 +69,10 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN filed_at     INTEGER;
     CREATE INDEX jobs_path ON jobs (path);
     "#,
+    // 3: pruned jobs: kept only to recognise a file already imported.
+    r#"
+    ALTER TABLE jobs ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 impl SqliteStore {

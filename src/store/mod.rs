@@ -11,20 +11,22 @@
 //!
 //! Files: `handle` (the interface, holds), `open` (opening, pragmas,
 //! ownership), `migrations`, `rows` (row mapping by column name), `jobs`
-//! (admission, transitions, acknowledgements), `filing`, `lock` (the per-job
-//! lock file), `error`.
+//! (admission, transitions, acknowledgements), `filing`, `manage` (listing,
+//! cancel, prune), `lock` (the per-job lock file), `error`.
 
 mod error;
 mod filing;
 mod handle;
 mod jobs;
 mod lock;
+mod manage;
 mod migrations;
 mod open;
 mod rows;
 
 pub use error::StoreError;
 pub use handle::{Backend, Hold, SqliteBackend, Store};
+pub use manage::JobQuery;
 
 #[cfg(test)]
 mod tests;

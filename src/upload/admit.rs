@@ -11,16 +11,20 @@
 //! takes the job's lock, so two processes that admit the same file never
 //! drive it at once.
 
-use crate::job::{Failure, Job, JobId, JobState, NewJob, Stage};
+use crate::escaped::Escaped;
+use crate::job::{Failure, FilingState, Job, JobId, JobState, NewJob, Stage};
 use crate::store::{Store, StoreError};
 
 /// Which finished jobs are imported again as a new job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rerun {
-    /// None: a known identity is never imported again (the daemon; a
-    /// rewritten file has a new identity).
+    /// None: a known identity is never imported again.
     Never,
-    /// A failed job, not a succeeded one (`upload`).
+    /// A failed or cancelled job whose file was filed away and is back in
+    /// the drop folder (moved back by hand, or by `modelferry retry`); never
+    /// a succeeded one (the daemon; a rewritten file has a new identity).
+    Refiled,
+    /// A failed or cancelled job, not a succeeded one (`upload`).
     Failed,
     /// Any finished job (`upload --force`).
     Finished,
@@ -52,6 +56,33 @@ pub struct Policy<'a> {
 pub const SUPERSEDED: &str =
     "superseded: the file changed before its upload started; the new version is a new job";
 
+/// Whether a finished daemon job's file was moved out of its drop folder:
+/// seen there again, it was put back on purpose.
+fn filed_away(job: &Job) -> bool {
+    job.filing
+        .as_ref()
+        .is_some_and(|f| f.state == FilingState::Done)
+}
+
+/// Why a [settled](Admission::Settled) file is not imported, for the log.
+pub fn why_settled(job: &Job) -> String {
+    match job.state {
+        JobState::Succeeded => format!(
+            "already imported as job {} (model id {}); the same file is never imported twice",
+            job.id,
+            Escaped::str(job.model_id.as_deref().unwrap_or("-"))
+        ),
+        state if job.watch_dir.is_none() => format!(
+            "job {} of `modelferry upload` {state} with this file; run that upload again to retry it",
+            job.id
+        ),
+        state => format!(
+            "job {} {state} with this file and has not been filed to failed_dir yet; once filed, put the file back (or `modelferry retry {}`) to import it again",
+            job.id, job.id
+        ),
+    }
+}
+
 /// Admits `file` under `policy`.
 pub async fn admit(
     store: &Store,
@@ -64,7 +95,11 @@ pub async fn admit(
     if let Some(job) = known {
         let again = match job.state {
             s if !s.is_terminal() => return Ok(Admission::Resume(job)),
-            JobState::Failed => policy.rerun != Rerun::Never,
+            JobState::Failed | JobState::Cancelled => match policy.rerun {
+                Rerun::Never => false,
+                Rerun::Refiled => filed_away(&job),
+                Rerun::Failed | Rerun::Finished => true,
+            },
             _ => policy.rerun == Rerun::Finished,
         };
         if !again {
@@ -223,6 +258,51 @@ mod tests {
             admitted(&store, Rerun::Failed).await,
             Admission::Resume(job) if job.id == again
         ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_cancelled_daemon_job_is_imported_again_once_its_file_was_filed() {
+        let (_d, store) = store().await;
+        let failed = new_id(&store, file(1), Rerun::Refiled).await;
+        finish(&store, failed, false).await;
+        // Not filed yet: the file is still the failed job's.
+        assert!(matches!(
+            admitted(&store, Rerun::Refiled).await,
+            Admission::Settled(job) if job.id == failed
+        ));
+        store
+            .plan_filing(failed, Some(std::path::Path::new("/failed/m.tar")))
+            .await
+            .unwrap();
+        store
+            .finish_filing(failed, FilingState::Done)
+            .await
+            .unwrap();
+        // Filed away and back: a new job.
+        let again = new_id(&store, file(1), Rerun::Refiled).await;
+        assert_ne!(again, failed);
+        store.cancel(again, "cancelled").await.unwrap();
+        assert!(matches!(
+            admitted(&store, Rerun::Refiled).await,
+            Admission::Settled(job) if job.id == again
+        ));
+        // A cancelled job is tried again by `upload` like a failed one.
+        assert_ne!(new_id(&store, file(1), Rerun::Failed).await, again);
+    }
+
+    #[tokio::test]
+    async fn a_succeeded_job_is_never_imported_again_by_the_daemon_even_once_filed() {
+        let (_d, store) = store().await;
+        let id = new_id(&store, file(1), Rerun::Refiled).await;
+        finish(&store, id, true).await;
+        store.plan_filing(id, None).await.unwrap();
+        store.finish_filing(id, FilingState::Done).await.unwrap();
+        let settled = admitted(&store, Rerun::Refiled).await;
+        assert!(matches!(&settled, Admission::Settled(job) if job.id == id));
+        let Admission::Settled(job) = settled else {
+            unreachable!()
+        };
+        assert!(why_settled(&job).contains("already imported"));
     }
 
     #[tokio::test]

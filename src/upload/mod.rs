@@ -14,6 +14,7 @@
 
 pub mod admit;
 mod backoff;
+pub mod cancel;
 mod hash;
 mod pipeline;
 mod plan;
@@ -55,6 +56,8 @@ pub enum Outcome {
     Interrupted,
     /// Another modelferry process is running this job right now.
     Busy,
+    /// `modelferry cancel` stopped the job; it is `cancelled` in the store.
+    Cancelled,
 }
 
 /// What a watcher of a running job sees.
@@ -195,8 +198,28 @@ impl Engine {
             cancel,
             progress,
         };
-        let outcome = self.drive(&ctx).await;
-        if matches!(outcome, Ok(Outcome::Succeeded { .. } | Outcome::Failed(_))) {
+        // A cancel drops the job's work at once, requests in flight included.
+        let (cancelled, _watch) = cancel::watch_for_cancel(self.store.clone(), id);
+        let outcome = tokio::select! {
+            r = self.drive(&ctx) => r,
+            _ = cancelled.cancelled() => Ok(Outcome::Cancelled),
+        };
+        // A write the store refused because the job was cancelled meanwhile
+        // (before the watcher saw it) ends the same way.
+        let outcome = match outcome {
+            Ok(Outcome::Succeeded { .. } | Outcome::Cancelled) => outcome,
+            other => match self.store.job_state(id).await {
+                Ok(JobState::Cancelled) => Ok(Outcome::Cancelled),
+                _ => other,
+            },
+        };
+        if matches!(outcome, Ok(Outcome::Cancelled)) {
+            ctx.progress.send_modify(|p| p.state = JobState::Cancelled);
+        }
+        if matches!(
+            outcome,
+            Ok(Outcome::Succeeded { .. } | Outcome::Failed(_) | Outcome::Cancelled)
+        ) {
             ctx.hold.finished();
         }
         let JobCtx { hold, store, .. } = ctx;
@@ -231,6 +254,7 @@ impl Engine {
                     })
                 }
                 JobState::Failed => return Ok(Outcome::Failed(job.error.unwrap_or_default())),
+                JobState::Cancelled => return Ok(Outcome::Cancelled),
                 JobState::Queued => ctx.start_session(&job).await,
                 JobState::Uploading => ctx.upload_all(&job).await,
                 JobState::Completing => ctx.complete(&job).await,

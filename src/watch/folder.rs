@@ -7,6 +7,8 @@ use super::*;
 #[derive(Debug)]
 pub(super) struct Seen {
     identity: FileIdentity,
+    /// The inode's change time: see [`Observed::placed`].
+    placed: (i64, i64),
     /// When this identity was first seen (monotonic).
     since: Instant,
     sent: bool,
@@ -17,6 +19,11 @@ pub(super) struct Observed {
     pub(super) name: String,
     pub(super) identity: FileIdentity,
     pub(super) mtime: SystemTime,
+    /// The inode's change time (seconds, nanoseconds). A file moved out and
+    /// back (a failed tarball put back, by hand or by `modelferry retry`)
+    /// keeps its identity but not this, so it counts as a new arrival even
+    /// when the watcher never saw it gone.
+    pub(super) placed: (i64, i64),
 }
 
 impl Observed {
@@ -27,6 +34,10 @@ impl Observed {
             // Linux always reports a modification time; the epoch only
             // orders such a file first.
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            placed: {
+                use std::os::unix::fs::MetadataExt;
+                (meta.ctime(), meta.ctime_nsec())
+            },
         }
     }
 }
@@ -226,7 +237,7 @@ impl Folder {
         finished: Instant,
     ) -> Option<Candidate> {
         match self.files.get_mut(&o.name) {
-            Some(seen) if seen.identity == o.identity => {
+            Some(seen) if seen.identity == o.identity && seen.placed == o.placed => {
                 if seen.sent || started.saturating_duration_since(seen.since) < self.stable_for {
                     return None;
                 }
@@ -248,6 +259,7 @@ impl Folder {
                     o.name.clone(),
                     Seen {
                         identity: o.identity,
+                        placed: o.placed,
                         since: finished,
                         sent: false,
                     },

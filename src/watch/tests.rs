@@ -110,6 +110,7 @@ fn stability_counts_from_first_sight_of_an_identity() {
         name: "a.tar".into(),
         identity: id(size),
         mtime: SystemTime::UNIX_EPOCH,
+        placed: (7, 0),
     };
     let t0 = Instant::now();
     let at = |secs| t0 + Duration::from_secs(secs);
@@ -131,6 +132,21 @@ fn stability_counts_from_first_sight_of_an_identity() {
         folder.apply(seen(3), at(51), at(51)).is_some(),
         "sent again"
     );
+    // Moved out and back between two looks: the same identity, placed anew.
+    let back = Observed {
+        placed: (8, 0),
+        ..seen(3)
+    };
+    assert_eq!(
+        folder.apply(back, at(52), at(52)),
+        None,
+        "back: settles again"
+    );
+    let back = Observed {
+        placed: (8, 0),
+        ..seen(3)
+    };
+    assert!(folder.apply(back, at(62), at(62)).is_some(), "and is sent");
 }
 
 #[test]

@@ -411,11 +411,12 @@ async fn a_file_rewritten_mid_upload_starts_over_and_imports_the_new_content() {
     imported_once(&env, "r.tar", &new_sha);
     let jobs = env.status_json().await;
     assert_eq!(jobs.len(), 2);
-    assert_eq!(jobs[0]["state"], "failed");
+    // Newest first: the first version's job is the older one.
+    assert_eq!(jobs[1]["state"], "failed");
     assert!(
-        jobs[0]["error"].as_str().unwrap().contains("changed"),
+        jobs[1]["error"].as_str().unwrap().contains("changed"),
         "{}",
-        jobs[0]
+        jobs[1]
     );
     assert!(
         Env::names(&env.failed_dir()).is_empty(),

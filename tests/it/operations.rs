@@ -161,11 +161,15 @@ async fn logs_carry_syslog_priorities_when_stderr_is_the_journal_stream() {
         .find(|l| l.contains("built-in emulator"))
         .unwrap_or_else(|| panic!("the emulator warning in {log}"));
     assert!(warn.starts_with("<4>"), "warning at priority 4: {warn}");
+    // `upload`'s own progress lines (not log events) carry a priority too.
     let info = log
         .lines()
-        .find(|l| l.contains("import succeeded"))
+        .find(|l| l.contains("m.tar: succeeded"))
         .unwrap_or_else(|| panic!("the success line in {log}"));
     assert!(info.starts_with("<6>"), "info at priority 6: {info}");
+    for line in log.lines() {
+        assert!(line.starts_with('<'), "every line has a priority: {line}");
+    }
     assert!(!log.contains('\u{1b}'), "no colours in the journal");
 
     // A fatal error in the journal is at error priority.
@@ -186,7 +190,7 @@ async fn logs_stay_plain_when_journal_stream_names_another_file() {
     let other = env.config.clone();
     let (code, log) = upload_logging_to_file(&env, |_| dev_ino(&other)).await;
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains("import succeeded"), "{log}");
+    assert!(log.contains("m.tar: succeeded"), "{log}");
     for line in log.lines() {
         assert!(!line.starts_with('<'), "no priority prefix: {line}");
     }

@@ -134,6 +134,7 @@ async fn every_transition_the_rules_allow_is_taken_and_no_other() {
                 JobState::Importing => s.set_importing(id, &h, "d", None).await,
                 JobState::Succeeded => s.succeed(id, &h, None).await,
                 JobState::Failed => s.fail(id, &h, &Failure::new(Stage::Upload, "x")).await,
+                JobState::Cancelled => s.cancel(id, "x").await,
             };
             let now = s.job(id).await.unwrap().state;
             if from.can_become(to) {

@@ -4,6 +4,7 @@
 mod filing;
 mod hold;
 mod jobs;
+mod manage;
 mod rows;
 
 use std::path::{Path, PathBuf};
@@ -77,6 +78,7 @@ async fn drive_to(store: &Store, id: JobId, state: JobState) {
             JobState::Succeeded,
         ],
         JobState::Failed => &[JobState::Failed],
+        JobState::Cancelled => &[JobState::Cancelled],
     };
     for step in path {
         match step {
@@ -91,6 +93,7 @@ async fn drive_to(store: &Store, id: JobId, state: JobState) {
                 .fail(id, &hold, &Failure::new(Stage::Read, "boom"))
                 .await
                 .unwrap(),
+            JobState::Cancelled => store.cancel(id, "cancelled").await.unwrap(),
             JobState::Queued => unreachable!("no step leads back to queued"),
         }
     }
