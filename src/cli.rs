@@ -66,6 +66,14 @@ pub struct UploadArgs {
     /// Never draw a progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Check the archive and print the plan (chunks, sessions, whether it is
+    /// already imported); send nothing, write nothing. Exit 1 if pre-flight
+    /// rejects it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object on stdout (with --dry-run: the plan).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

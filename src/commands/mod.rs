@@ -3,6 +3,7 @@
 // The commands are where output to the terminal belongs.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod dry_run;
 pub mod emulator;
 pub mod status;
 pub mod upload;

@@ -70,6 +70,18 @@ pub async fn run(
         return Err(UsageError("--context must not be empty".into()).into());
     }
 
+    if args.dry_run {
+        let req = super::dry_run::Request {
+            path: &path,
+            identity,
+            file_context: context,
+            is_adapter: args.adapter,
+            force: args.force,
+            json: args.json,
+        };
+        return super::dry_run::run(req, &config, shutdown).await;
+    }
+
     let (platform, emulator) = platform_setup(&config).await?;
     let store = Store::open(config.state.dir.clone()).await?;
 
@@ -114,7 +126,10 @@ pub async fn run(
     };
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let engine = Engine::new(store.clone(), platform, config.upload.clone(), metrics);
+    let mut settings = config.upload.clone();
+    // --force imports again: the same bytes imported before do not stop it.
+    settings.dedupe &= !args.force;
+    let engine = Engine::new(store.clone(), platform, settings, metrics);
     let (tx, rx) = watch::channel(JobProgress::queued(identity.size));
     let tx = Arc::new(tx);
     let name = path
@@ -147,14 +162,28 @@ pub async fn run(
 
     let job = store.job(job_id).await?;
     Ok(match outcome {
+        Outcome::Succeeded { .. } if job.duplicate_of.is_some() => {
+            eprintln!(
+                "{}: already imported by job {} (same size and sha256); not uploaded again (job {}; --force imports it again)",
+                Escaped::path(&path),
+                job.duplicate_of.unwrap_or_default(),
+                job.id
+            );
+            println!("{}", job.model_id.unwrap_or_default());
+            exit::SUCCESS
+        }
         Outcome::Succeeded { .. } => {
             eprintln!("{}: imported (job {})", Escaped::path(&path), job.id);
             println!("{}", job.model_id.unwrap_or_default());
             exit::SUCCESS
         }
         Outcome::Failed(error) => {
+            let what = match job.error_stage {
+                Some(crate::job::Stage::Preflight) => "not imported",
+                _ => "import failed",
+            };
             eprintln!(
-                "{}: import failed (job {}): {}",
+                "{}: {what} (job {}): {}",
                 Escaped::path(&path),
                 job.id,
                 Escaped::str(&error)

@@ -281,3 +281,13 @@ fn overlapping_folders_are_refused_for_run() {
         .to_string();
     assert!(m.contains("watch[0].done_dir"), "{m}");
 }
+
+#[test]
+fn preflight_and_dedupe_are_on_by_default_and_can_be_turned_off() {
+    let c = load_str("").unwrap();
+    assert!(c.upload.preflight && c.upload.dedupe);
+    let c = load_str("[upload]\npreflight = false\ndedupe = false\n").unwrap();
+    assert!(!c.upload.preflight && !c.upload.dedupe);
+    let m = message("[upload]\ndedupe = \"sometimes\"\n");
+    assert!(m.contains("upload.dedupe"), "{m}");
+}

@@ -17,15 +17,19 @@ pub enum Stage {
     Import,
     /// Reading the source file (missing, unreadable, changed).
     Read,
+    /// The archive's structure, checked before a session starts (and a
+    /// gzip archive's stream, as it is uploaded).
+    Preflight,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Start,
         Stage::Upload,
         Stage::Complete,
         Stage::Import,
         Stage::Read,
+        Stage::Preflight,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +39,7 @@ impl Stage {
             Stage::Complete => "complete",
             Stage::Import => "import",
             Stage::Read => "read",
+            Stage::Preflight => "preflight",
         }
     }
 }
@@ -66,7 +71,10 @@ mod tests {
     #[test]
     fn names_are_the_receipts_and_round_trip() {
         let names: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(names, ["start", "upload", "complete", "import", "read"]);
+        assert_eq!(
+            names,
+            ["start", "upload", "complete", "import", "read", "preflight"]
+        );
         for s in Stage::ALL {
             assert_eq!(s.as_str().parse::<Stage>().unwrap(), s);
             assert_eq!(s.to_string(), s.as_str());

@@ -56,6 +56,8 @@ pub struct Job {
     pub filing: Option<Filing>,
     /// The last filing error, while filing keeps failing.
     pub filing_error: Option<String>,
+    /// A duplicate (dedupe): the earlier job that imported the same bytes.
+    pub duplicate_of: Option<JobId>,
 }
 
 impl Job {

@@ -69,6 +69,12 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN filed_at     INTEGER;
     CREATE INDEX jobs_path ON jobs (path);
     "#,
+    // 3: dedupe: a duplicate names the job that imported its bytes, and
+    // imported files are found by size (then sha256) without a scan.
+    r#"
+    ALTER TABLE jobs ADD COLUMN duplicate_of INTEGER;
+    CREATE INDEX jobs_size ON jobs (size, sha256);
+    "#,
 ];
 
 impl SqliteStore {

@@ -11,9 +11,10 @@
 //!
 //! Files: `handle` (the interface, holds), `open` (opening, pragmas,
 //! ownership), `migrations`, `rows` (row mapping by column name), `jobs`
-//! (admission, transitions, acknowledgements), `filing`, `lock` (the per-job
-//! lock file), `error`.
+//! (admission, transitions, acknowledgements), `filing`, `dedupe` (imported
+//! files by size and sha256), `lock` (the per-job lock file), `error`.
 
+mod dedupe;
 mod error;
 mod filing;
 mod handle;

@@ -78,6 +78,7 @@ const JOB_COLUMNS: &[&str] = &[
     "filing_dest",
     "filing_error",
     "filed_at",
+    "duplicate_of",
 ];
 
 /// The `SELECT` items for `jobs j`: each column under its own name, and
@@ -178,6 +179,7 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<Job> {
         bytes_done: row.get::<_, i64>("bytes_done")? as u64,
         filing,
         filing_error: row.get("filing_error")?,
+        duplicate_of: row.get("duplicate_of")?,
     })
 }
 
