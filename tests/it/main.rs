@@ -7,6 +7,7 @@ mod hardening_config;
 mod hardening_engine;
 mod hardening_files;
 mod hardening_platform;
+mod preflight;
 mod support;
 mod systemd;
 mod upload;
