@@ -37,7 +37,7 @@ fn rejected(reason: impl Into<String>) -> Rejection {
 /// The length of the gzip member header at the start of `buf`: `Ok(None)`
 /// while more bytes are needed.
 pub(super) fn header_len(buf: &[u8]) -> Result<Option<usize>, Rejection> {
-    if !buf.is_empty() && buf[0] != 0x1f || buf.len() > 1 && buf[1] != 0x8b {
+    if buf.first().is_some_and(|&b| b != 0x1f) || buf.get(1).is_some_and(|&b| b != 0x8b) {
         return Err(rejected(
             "not a gzip file: it does not start with the gzip magic bytes",
         ));

@@ -26,7 +26,7 @@ fn header(name: &[u8], kind: u8, size: u64, link: &[u8]) -> [u8; 512] {
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % 512 != 0 {
+    while !out.len().is_multiple_of(512) {
         out.push(0);
     }
 }

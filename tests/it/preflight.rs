@@ -34,13 +34,16 @@ fn header(name: &[u8], kind: u8, size: u64, link: &[u8]) -> [u8; 512] {
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % 512 != 0 {
+    while !out.len().is_multiple_of(512) {
         out.push(0);
     }
 }
 
-/// Members (name, type byte, data, link target), then the end marker.
-fn archive(members: &[(&[u8], u8, &[u8], &[u8])]) -> Vec<u8> {
+/// One member: name, type byte, data, link target.
+type Member<'a> = (&'a [u8], u8, &'a [u8], &'a [u8]);
+
+/// Members, then the end marker.
+fn archive(members: &[Member]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, kind, data, link) in members {
         out.extend_from_slice(&header(name, *kind, data.len() as u64, link));
