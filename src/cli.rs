@@ -126,12 +126,18 @@ pub struct UploadArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub timeout: Option<Duration>,
     /// Print exactly one JSON object on stdout: the receipt on success, the
-    /// error receipt on failure, else job id, path, state, error, exit code.
+    /// error receipt on failure, else job id, path, state, error, exit code;
+    /// with --dry-run, the plan.
     #[arg(long)]
     pub json: bool,
     /// No progress and no info messages on stderr; warnings and errors only.
     #[arg(long)]
     pub quiet: bool,
+    /// Check the archive and print the plan (chunks, sessions, whether it is
+    /// already imported); send nothing, write nothing. Exit 1 if pre-flight
+    /// rejects it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

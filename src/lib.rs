@@ -8,7 +8,8 @@
 //! - [`platform`]: the platform client (all HTTP to the platform).
 //! - [`job`]: the domain model (jobs, states, filing, the rules for each);
 //!   [`store`]: where jobs are kept (the one store interface; all SQLite).
-//! - [`source`]: the source file's identity and positioned reads.
+//! - [`source`]: the source file's identity and positioned reads;
+//!   [`preflight`]: the archive's structure, checked before it is sent.
 //! - [`upload`]: the engine that carries a job from start to final answer.
 //! - [`progress`]: progress bar and lines; [`telemetry`]: logging;
 //!   [`metrics`]: Prometheus metrics; [`escaped`]: file names and paths as
@@ -29,6 +30,7 @@ pub mod filing;
 pub mod job;
 pub mod metrics;
 pub mod platform;
+pub mod preflight;
 pub mod progress;
 pub mod secret;
 pub mod source;

@@ -16,6 +16,7 @@ mod clients;
 mod emulator;
 mod measure;
 mod opts;
+mod preflight;
 mod restart;
 mod startup;
 mod table;
@@ -56,18 +57,31 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes `size` pseudo-random bytes to `path` in 8 MiB writes.
+/// Writes a valid tar of exactly `size` bytes to `path`, in 8 MiB writes:
+/// one member of pseudo-random bytes from `seed`, the end-of-archive
+/// marker, zero padding to `size`. Pre-flight accepts it, and different
+/// seeds are different content (dedupe imports each).
 fn generate(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(size >= 2048, "a test file is at least 2 KiB");
+    let data = (size - 512 - 1024) / 512 * 512;
+    let mut h = tar::Header::new_gnu();
+    h.set_path("model/weights.bin")?;
+    h.set_size(data);
+    h.set_mode(0o644);
+    h.set_cksum();
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut buf = vec![0u8; 8 << 20];
     let mut f = File::create(path).with_context(|| path.display().to_string())?;
-    let mut left = size;
+    f.write_all(h.as_bytes())?;
+    let mut left = data;
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
         rng.fill(&mut buf[..n]);
         f.write_all(&buf[..n])?;
         left -= n as u64;
     }
+    // The end marker and the padding are zeros.
+    f.write_all(&vec![0u8; (size - 512 - data) as usize])?;
     f.sync_all()?;
     Ok(())
 }
@@ -243,7 +257,19 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         rows,
         restart: None,
         startup: None,
+        preflight: None,
     };
+    if plan.preflight {
+        println!(
+            "pre-flight (a sparse 32 GiB tar; a {} gzip archive):",
+            human_size(plan.gzip_size)
+        );
+        measure::wait_quiet(plan.settle).await;
+        let p = preflight::measure(dir, plan.gzip_size)
+            .await
+            .context("pre-flight measurement")?;
+        results.preflight = Some(p);
+    }
     if plan.restart_startup {
         let emu = EmulatorProc::start(&bin, Duration::ZERO, dir, "restart").await?;
         println!(

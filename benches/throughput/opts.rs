@@ -65,6 +65,13 @@ pub struct Opts {
     /// Skip the throughput and RSS rows (restart and startup only).
     #[arg(long)]
     pub no_throughput: bool,
+    /// Tar bytes inside the gzip archive whose verification CPU is measured
+    /// [default: 1GiB; --quick: 64MiB].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub gzip_size: Option<u64>,
+    /// Skip the pre-flight measurements.
+    #[arg(long)]
+    pub no_preflight: bool,
 
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
@@ -112,6 +119,8 @@ pub struct Plan {
     pub restart_startup: bool,
     pub throughput: bool,
     pub settle: Duration,
+    pub preflight: bool,
+    pub gzip_size: u64,
 }
 
 impl Plan {
@@ -132,6 +141,8 @@ impl Plan {
             dir: o.dir.clone(),
             restart_startup: !o.no_restart_startup,
             throughput: !o.no_throughput,
+            preflight: !o.no_preflight,
+            gzip_size: o.gzip_size.unwrap_or(if q { 64 * MIB } else { GIB }),
             settle: o
                 .settle
                 .unwrap_or(Duration::from_secs(if q { 2 } else { 30 })),

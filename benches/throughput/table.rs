@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::measure::RowResult;
 use crate::opts::{human_size, Plan};
+use crate::preflight::PreflightResult;
 use crate::restart::RestartResult;
 use crate::startup::StartupResult;
 
@@ -48,6 +49,7 @@ pub struct Results {
     pub rows: Vec<Row>,
     pub restart: Option<Result<RestartResult, String>>,
     pub startup: Option<Result<StartupResult, String>>,
+    pub preflight: Option<PreflightResult>,
 }
 
 fn group_name(g: Group, plan: &Plan) -> String {
@@ -188,6 +190,25 @@ impl Results {
                     }
                 }
             }
+        }
+        if let Some(p) = &self.preflight {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            let _ = writeln!(
+                out,
+                "pre-flight of a sparse {} tar (headers only): median {:.2} ms, max {:.2} ms",
+                human_size(p.sparse_size),
+                ms(p.sparse_median),
+                ms(p.sparse_max)
+            );
+            let _ = writeln!(
+                out,
+                "gzip verification (inflate, CRC, tar headers) of a {:.0} MiB archive ({:.0} MiB inflated): \
+                 {:.2} CPU s/GiB of archive, {:.0} MB/s",
+                p.gzip_bytes as f64 / (1u64 << 20) as f64,
+                p.tar_bytes as f64 / (1u64 << 20) as f64,
+                p.cpu_per_gib(),
+                p.gzip_bytes as f64 / 1e6 / p.gzip_secs
+            );
         }
         out
     }
@@ -333,6 +354,16 @@ impl Results {
             Some(Err(e)) => lines.push((None, startup_name("all"), e.clone())),
             None => lines.push((None, startup_name("all"), "skipped".into())),
         }
+
+        let preflight_name = "pre-flight of a sparse 32 GiB tar < 1 s";
+        lines.push(match &self.preflight {
+            Some(p) => (
+                Some(p.sparse_median.as_secs_f64() < 1.0),
+                preflight_name.into(),
+                format!("{:.2} ms", p.sparse_median.as_secs_f64() * 1e3),
+            ),
+            None => (None, preflight_name.into(), "skipped".into()),
+        });
 
         let mut out = String::new();
         let mut missed = 0;

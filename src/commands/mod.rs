@@ -6,6 +6,7 @@
 pub mod cancel;
 pub mod check;
 pub mod docs;
+pub mod dry_run;
 pub mod emulator;
 pub mod prune;
 pub mod retry;

@@ -45,6 +45,8 @@ pub struct JobView {
     pub filing: Option<String>,
     pub filed_to: Option<String>,
     pub filing_error: Option<String>,
+    /// A duplicate (dedupe): the job that imported the same bytes.
+    pub duplicate_of: Option<i64>,
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -91,6 +93,7 @@ impl From<&Job> for JobView {
                 .and_then(|f| f.dest.as_ref())
                 .map(|d| d.display().to_string()),
             filing_error: j.filing_error.clone(),
+            duplicate_of: j.duplicate_of,
         }
     }
 }
@@ -181,6 +184,9 @@ pub async fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
             v.model_id.as_deref().unwrap_or("-"),
             Escaped::str(&v.path)
         );
+        if let Some(of) = v.duplicate_of {
+            println!("{:>7}duplicate of job {of}: not uploaded again", "");
+        }
         if let Some(ds) = &v.dock_status_id {
             println!("{:>7}dock status: {}", "", Escaped::str(ds));
         }

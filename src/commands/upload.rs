@@ -58,6 +58,23 @@ pub async fn run(
                 .await;
         }
     };
+    if args.dry_run {
+        // Nothing is sent and nothing written: the checked plan is the answer.
+        init_logs(&config, &args, None, false);
+        let context = args.context.trim().to_string();
+        if context.is_empty() {
+            return Err(UsageError("--context must not be empty".into()).into());
+        }
+        let req = super::dry_run::Request {
+            path: &path,
+            identity,
+            file_context: context,
+            is_adapter: args.adapter,
+            force: args.force,
+            json: args.json,
+        };
+        return super::dry_run::run(req, &config, shutdown).await;
+    }
     let name = path
         .file_name()
         .map(|n| Escaped::path(n.as_ref()).to_string())
@@ -216,7 +233,10 @@ async fn drive(
     *known.lock().unwrap_or_else(|p| p.into_inner()) = Some(job_id);
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let engine = Engine::new(store.clone(), platform, config.upload.clone(), metrics);
+    let mut settings = config.upload.clone();
+    // --force imports again: the same bytes imported before do not stop it.
+    settings.dedupe &= !args.force;
+    let engine = Engine::new(store.clone(), platform, settings, metrics);
     let cancel = CancellationToken::new();
     let run = engine.run_job(job_id, cancel.clone(), tx);
     tokio::pin!(run);

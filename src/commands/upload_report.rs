@@ -148,6 +148,11 @@ pub async fn finish(
                     "{shown}: already imported (job {}); not uploading again (--force imports it again)",
                     job.id
                 ));
+            } else if let Some(original) = job.duplicate_of {
+                say.info(&format!(
+                    "{shown}: already imported by job {original} (same size and sha256); not uploaded again (job {}; --force imports it again)",
+                    job.id
+                ));
             } else {
                 say.info(&format!("{shown}: imported (job {})", job.id));
             }
@@ -159,8 +164,13 @@ pub async fn finish(
             exit::SUCCESS
         }
         Ending::Ran(Outcome::Failed(error)) => {
+            // Pre-flight rejected it: nothing was imported, nothing failed there.
+            let what = match job.as_ref().and_then(|j| j.error_stage) {
+                Some(crate::job::Stage::Preflight) => "not imported",
+                _ => "import failed",
+            };
             say.error(&format!(
-                "{shown}: import failed (job {id}): {}",
+                "{shown}: {what} (job {id}): {}",
                 Escaped::str(&error)
             ));
             if let Some(job) = &job {

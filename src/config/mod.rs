@@ -98,6 +98,11 @@ pub struct UploadConfig {
     pub poll_interval_max: Duration,
     /// A session this close to its `expirationDate` is treated as expired.
     pub session_margin: Duration,
+    /// Check the archive's structure before a session starts (and a gzip
+    /// archive's stream as it is uploaded).
+    pub preflight: bool,
+    /// Never upload bytes already imported with the same kind.
+    pub dedupe: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -292,3 +292,13 @@ fn retain_is_a_duration_or_zero_for_never() {
     let m = message("[state]\nretain = \"forever\"\n");
     assert!(m.contains("state.retain"), "{m}");
 }
+
+#[test]
+fn preflight_and_dedupe_are_on_by_default_and_can_be_turned_off() {
+    let c = load_str("").unwrap();
+    assert!(c.upload.preflight && c.upload.dedupe);
+    let c = load_str("[upload]\npreflight = false\ndedupe = false\n").unwrap();
+    assert!(!c.upload.preflight && !c.upload.dedupe);
+    let m = message("[upload]\ndedupe = \"sometimes\"\n");
+    assert!(m.contains("upload.dedupe"), "{m}");
+}

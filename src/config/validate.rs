@@ -140,6 +140,8 @@ fn upload(mut t: Table) -> UploadConfig {
         poll_interval: t.duration("poll_interval", Duration::from_secs(2)),
         poll_interval_max: t.duration("poll_interval_max", Duration::from_secs(30)),
         session_margin: t.duration("session_margin", Duration::from_secs(60)),
+        preflight: t.bool("preflight", true),
+        dedupe: t.bool("dedupe", true),
     };
     for (key, d) in [
         ("retry_initial", upload.retry_initial),

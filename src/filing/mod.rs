@@ -42,6 +42,10 @@ pub struct SuccessReceipt {
     /// own name had to be shortened.
     pub file: String,
     pub job_id: i64,
+    /// A duplicate (dedupe): the earlier job that imported the same bytes;
+    /// `model_id` is that import's. Absent for a file uploaded itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<i64>,
 }
 
 /// `NAME.error.json`: why the import failed.

@@ -21,12 +21,17 @@ impl SuccessReceipt {
                 .unwrap_or_default(),
             size: job.size(),
             sha256: job.sha256.clone().unwrap_or_default(),
-            chunks: job.chunks_total,
+            // A duplicate sent nothing.
+            chunks: match job.duplicate_of {
+                Some(_) => 0,
+                None => job.chunks_total,
+            },
             status: "SUCCESS".into(),
             started_at: rfc3339(job.started_at.unwrap_or(job.created_at)),
             finished_at: rfc3339(job.finished_at.unwrap_or(job.updated_at)),
             file: job.file_name.clone(),
             job_id: job.id,
+            duplicate_of: job.duplicate_of,
         }
     }
 }

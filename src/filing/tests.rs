@@ -26,6 +26,7 @@ fn receipt(job_id: i64) -> SuccessReceipt {
         finished_at: "2025-01-01T00:01:00.000Z".into(),
         file: "m.tar".into(),
         job_id,
+        duplicate_of: None,
     }
 }
 

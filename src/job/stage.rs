@@ -19,16 +19,20 @@ pub enum Stage {
     Read,
     /// Stopped by `modelferry cancel` (not a failure of any step).
     Cancelled,
+    /// The archive's structure, checked before a session starts (and a
+    /// gzip archive's stream, as it is uploaded).
+    Preflight,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Start,
         Stage::Upload,
         Stage::Complete,
         Stage::Import,
         Stage::Read,
         Stage::Cancelled,
+        Stage::Preflight,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Stage {
             Stage::Import => "import",
             Stage::Read => "read",
             Stage::Cancelled => "cancelled",
+            Stage::Preflight => "preflight",
         }
     }
 }
@@ -72,7 +77,15 @@ mod tests {
         let names: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(
             names,
-            ["start", "upload", "complete", "import", "read", "cancelled"]
+            [
+                "start",
+                "upload",
+                "complete",
+                "import",
+                "read",
+                "cancelled",
+                "preflight"
+            ]
         );
         for s in Stage::ALL {
             assert_eq!(s.as_str().parse::<Stage>().unwrap(), s);

@@ -1,10 +1,12 @@
 //! Job states and the rules for moving between them (pure; no I/O).
 //!
 //! `queued → uploading → completing → importing → succeeded | failed`.
-//! A job may fail from any unfinished state, and `uploading → uploading`
-//! replaces an expired or vanished session. `modelferry cancel` moves a job
-//! that the platform does not have yet (`queued`, `uploading`, `completing`)
-//! to `cancelled`; once `importing`, the platform has it and it cannot be. The store enforces these rules on
+//! A job may fail from any unfinished state, `uploading → uploading`
+//! replaces an expired or vanished session, and `queued → succeeded` is a
+//! duplicate of a file already imported (dedupe: nothing is sent).
+//! `modelferry cancel` moves a job that the platform does not have yet
+//! (`queued`, `uploading`, `completing`) to `cancelled`; once `importing`,
+//! the platform has it and it cannot be. The store enforces these rules on
 //! every write; they are kept here so they can be tested exhaustively.
 //! Which states are active and which finished is decided here too
 //! ([`JobState::ACTIVE`], [`JobState::FINISHED`]): the store builds its
@@ -78,6 +80,8 @@ impl JobState {
             // that vanished at `complete` also starts over from chunk 0.
             (Uploading | Completing, Uploading) => true,
             (Uploading, Completing) => true,
+            // A duplicate of a file already imported: nothing is sent.
+            (Queued, Succeeded) => true,
             (Completing, Importing) => true,
             // Even a `complete` answered SUCCESS goes through `importing`:
             // its dock status id is recorded first.
@@ -117,6 +121,7 @@ mod tests {
         let allowed = [
             (Queued, Uploading),
             (Queued, Failed),
+            (Queued, Succeeded),
             (Uploading, Uploading),
             (Uploading, Completing),
             (Uploading, Failed),

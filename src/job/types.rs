@@ -60,6 +60,8 @@ pub struct Job {
     /// (identity, size, sha256, import kind, model and dock status ids) is
     /// kept; `status` no longer lists it.
     pub pruned: bool,
+    /// A duplicate (dedupe): the earlier job that imported the same bytes.
+    pub duplicate_of: Option<JobId>,
 }
 
 impl Job {

@@ -126,6 +126,23 @@ impl Store {
         })
     }
 
+    /// Opens the SQLite database in `dir` for reading only: `None` when
+    /// there is none. Nothing is created or written (`upload --dry-run`).
+    pub async fn open_read_only(dir: PathBuf) -> Result<Option<Store>> {
+        let db = tokio::task::spawn_blocking(move || SqliteStore::open_read_only(&dir))
+            .await
+            .map_err(|e| StoreError::Call(e.to_string()))??;
+        Ok(db.map(|db| {
+            let path = Arc::new(db.path().to_path_buf());
+            Store {
+                backend: Backend::Sqlite(SqliteBackend {
+                    db: Arc::new(Mutex::new(db)),
+                    path,
+                }),
+            }
+        }))
+    }
+
     /// Where the jobs are, for messages.
     pub fn path(&self) -> &Path {
         match &self.backend {
@@ -443,6 +460,67 @@ impl Store {
             Backend::Sqlite(b) => {
                 b.call("pruning finished jobs", move |db| db.prune(cutoff))
                     .await
+            }
+        }
+    }
+
+    // Dedupe (imported files by size, then sha256).
+
+    /// Whether a file of exactly `size` bytes was imported with this
+    /// `file_context` and `is_adapter`: only then is a sha256 pass worth it.
+    pub async fn imported_size_exists(
+        &self,
+        size: u64,
+        file_context: &str,
+        is_adapter: bool,
+    ) -> Result<bool> {
+        let ctx = file_context.to_string();
+        match &self.backend {
+            Backend::Sqlite(b) => {
+                b.call("looking up imported files by size", move |db| {
+                    db.imported_size_exists(size, &ctx, is_adapter)
+                })
+                .await
+            }
+        }
+    }
+
+    /// The succeeded job that imported these bytes with this kind, if any.
+    pub async fn find_imported(
+        &self,
+        size: u64,
+        sha256: &str,
+        file_context: &str,
+        is_adapter: bool,
+    ) -> Result<Option<Job>> {
+        let (sha, ctx) = (sha256.to_string(), file_context.to_string());
+        match &self.backend {
+            Backend::Sqlite(b) => {
+                b.call("looking up imported files by sha256", move |db| {
+                    db.find_imported(size, &sha, &ctx, is_adapter)
+                })
+                .await
+            }
+        }
+    }
+
+    /// A queued job whose bytes (`sha256`) `original` imported already:
+    /// `succeeded` as its duplicate, nothing sent.
+    pub async fn succeed_duplicate(
+        &self,
+        id: JobId,
+        hold: &Hold,
+        sha256: &str,
+        original: &Job,
+    ) -> Result<()> {
+        self.check(id, hold)?;
+        let (sha, original) = (sha256.to_string(), original.clone());
+        match &self.backend {
+            Backend::Sqlite(b) => {
+                b.call(format!("job {id}: recording a duplicate"), move |db| {
+                    db.succeed_duplicate(id, &sha, &original)
+                })
+                .await
             }
         }
     }

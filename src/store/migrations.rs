@@ -73,6 +73,12 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE jobs ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 4: dedupe: a duplicate names the job that imported its bytes, and
+    // imported files are found by size (then sha256) without a scan.
+    r#"
+    ALTER TABLE jobs ADD COLUMN duplicate_of INTEGER;
+    CREATE INDEX jobs_size ON jobs (size, sha256);
+    "#,
 ];
 
 impl SqliteStore {

@@ -12,8 +12,10 @@
 //! Files: `handle` (the interface, holds), `open` (opening, pragmas,
 //! ownership), `migrations`, `rows` (row mapping by column name), `jobs`
 //! (admission, transitions, acknowledgements), `filing`, `manage` (listing,
-//! cancel, prune), `lock` (the per-job lock file), `error`.
+//! cancel, prune), `dedupe` (imported files by size and sha256), `lock` (the
+//! per-job lock file), `error`.
 
+mod dedupe;
 mod error;
 mod filing;
 mod handle;

@@ -92,4 +92,38 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Opens `dir/modelferry.db` for reading only (`upload --dry-run`):
+    /// `None` if there is no database; nothing is created, migrated or
+    /// written. A schema other than this modelferry's is an error.
+    pub fn open_read_only(dir: &Path) -> Result<Option<SqliteStore>> {
+        let path = dir.join("modelferry.db");
+        let open_err = |detail: String| StoreError::Open {
+            path: path.clone(),
+            detail,
+        };
+        match path.try_exists() {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(open_err(e.to_string())),
+        }
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(&path, flags).map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| open_err(e.to_string()))?;
+        conn.execute_batch("PRAGMA query_only = ON;")
+            .map_err(|e| open_err(e.to_string()))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| open_err(e.to_string()))?;
+        let known = super::migrations::MIGRATIONS.len() as i64;
+        if version != known {
+            return Err(open_err(format!(
+                "schema version {version}, this modelferry's is {known}; it is read as it is only after any other modelferry command has opened it"
+            )));
+        }
+        Ok(Some(SqliteStore { conn, path }))
+    }
 }

@@ -79,6 +79,7 @@ const JOB_COLUMNS: &[&str] = &[
     "filing_error",
     "filed_at",
     "pruned",
+    "duplicate_of",
 ];
 
 /// The `SELECT` items for `jobs j`: each column under its own name, and
@@ -180,6 +181,7 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<Job> {
         filing,
         filing_error: row.get("filing_error")?,
         pruned: row.get("pruned")?,
+        duplicate_of: row.get("duplicate_of")?,
     })
 }
 

@@ -8,6 +8,9 @@
 //! reads, hashed (chunk and whole file) in the same pass, and up to
 //! `parallel_chunks` are in flight, with buffers reused from a small pool.
 //!
+//! A queued job is first checked (`checks`: pre-flight, dedupe); a gzip
+//! archive's stream is checked as the pipeline reads it.
+//!
 //! Around the engine: [`admit`] decides whether a file becomes a new job or
 //! resumes one, and [`setup`] builds the platform client from the
 //! configuration; `upload` and the daemon share both.
@@ -15,6 +18,8 @@
 pub mod admit;
 mod backoff;
 pub mod cancel;
+mod checks;
+pub mod dedupe;
 mod hash;
 mod pipeline;
 mod plan;
@@ -100,6 +105,9 @@ pub(crate) enum StepError {
     Task(String),
     #[error("the session is about to expire")]
     SessionExpiring,
+    /// Pre-flight rejected the archive (before a session, or in its stream).
+    #[error("pre-flight rejected the archive: {0}")]
+    Preflight(crate::preflight::Rejection),
     #[error("interrupted")]
     Cancelled,
 }
@@ -255,7 +263,7 @@ impl Engine {
                 }
                 JobState::Failed => return Ok(Outcome::Failed(job.error.unwrap_or_default())),
                 JobState::Cancelled => return Ok(Outcome::Cancelled),
-                JobState::Queued => ctx.start_session(&job).await,
+                JobState::Queued => ctx.queued(&job).await,
                 JobState::Uploading => ctx.upload_all(&job).await,
                 JobState::Completing => ctx.complete(&job).await,
                 JobState::Importing => ctx.poll_import(&job).await,
@@ -347,6 +355,10 @@ impl JobCtx {
             },
             StepError::Source(e) => Failure::new(Stage::Read, e.to_string()),
             StepError::SessionExpiring => Failure::new(Stage::Upload, "the session expired"),
+            StepError::Preflight(r) => Failure::new(
+                Stage::Preflight,
+                format!("pre-flight rejected the archive: {r}"),
+            ),
         };
         Ok(self.fail(failure).await?)
     }

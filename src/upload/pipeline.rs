@@ -6,7 +6,9 @@
 //! chunk is read, so memory stays near `(parallel_chunks + 2) × chunk_size`.
 //! Chunks the platform already acknowledged are not sent again; those the
 //! saved hash state does not cover are read once more to finish the file's
-//! hash, and their sha256 must match what was acknowledged.
+//! hash, and their sha256 must match what was acknowledged. A gzip archive's
+//! chunks are also handed, in order, to pre-flight's [`StreamVerifier`],
+//! whose verdict is awaited before the job may complete.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use tracing::{debug, Instrument};
 
 use super::{ChunkPlan, JobCtx, ResumableSha256, StepError};
 use crate::job::{ChunkAck, HashCheckpoint, Job, SessionRecord};
+use crate::preflight::StreamVerifier;
 use crate::source::{SourceError, SourceFile};
 use crate::store::StoreError;
 
@@ -155,6 +158,12 @@ pub(super) async fn upload_chunks(
         p.bytes_done = done_bytes;
     });
 
+    // Pre-flight of a gzip archive's whole stream, fed each chunk read.
+    let mut verifier = match ctx.settings.preflight {
+        true => StreamVerifier::start(src.clone(), &job.file_name, job.size()).await?,
+        false => None,
+    };
+
     let session_id: Arc<str> = session.session_id.as_str().into();
     let file_name: Arc<str> = part_name(&job.file_name).into();
     let parallel = ctx.settings.parallel_chunks.max(1);
@@ -184,6 +193,9 @@ pub(super) async fn upload_chunks(
         })
         .await??;
         hasher = h;
+        if let Some(v) = verifier.as_mut() {
+            v.feed(plan.range(index).0, chunk.data.clone()).await?;
+        }
 
         if !upload {
             if acked.get(&index) != Some(&chunk.sha256) {
@@ -229,6 +241,10 @@ pub(super) async fn upload_chunks(
     }
     if cancelled {
         return Err(StepError::Cancelled);
+    }
+    // Nothing is completed before the whole stream is known good.
+    if let Some(v) = verifier {
+        v.finish().await?;
     }
     let src2 = src.clone();
     tokio::task::spawn_blocking(move || src2.check_unchanged()).await??;

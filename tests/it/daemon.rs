@@ -299,10 +299,14 @@ async fn two_thousand_files_dropped_at_once_are_each_imported_once() {
     const N: usize = 2000;
     let staging = env.path("staging");
     std::fs::create_dir(&staging).unwrap();
-    let template = env.path("template.tar");
-    make_tar(&template, 3000, 40);
+    // Distinct content per file: copies of one file would be duplicates
+    // (dedupe), imported once.
     for i in 0..N {
-        std::fs::copy(&template, staging.join(format!("m{i:04}.tar"))).unwrap();
+        make_tar(
+            &staging.join(format!("m{i:04}.tar")),
+            3000,
+            40_000 + i as u64,
+        );
     }
     let d = env.daemon();
     // Moved in one burst while the daemon watches.

@@ -11,6 +11,7 @@ mod operable_check;
 mod operable_jobs;
 mod operable_upload;
 mod operations;
+mod preflight;
 mod support;
 mod systemd;
 mod upload;

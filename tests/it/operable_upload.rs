@@ -145,7 +145,7 @@ async fn json_prints_the_receipt_the_error_receipt_or_nothing_on_exit_2() {
     assert_eq!(one_object(&again)["model_id"], receipt["model_id"]);
     assert_eq!(env.report().sessions.len(), 1);
 
-    // The platform refuses the archive: the error receipt, with job id and path.
+    // Pre-flight refuses the archive: the error receipt, with job id and path.
     let bad = env.path("bad.tar");
     std::fs::write(&bad, vec![0x5au8; 100_000]).unwrap();
     let r = env.upload(&bad, &["--json"]).await;
@@ -162,7 +162,7 @@ async fn json_prints_the_receipt_the_error_receipt_or_nothing_on_exit_2() {
     ] {
         assert!(err.contains_key(key), "{key} in {err:?}");
     }
-    assert_eq!(err["stage"], "import");
+    assert_eq!(err["stage"], "preflight");
 
     // Usage: stdout empty, the message on stderr.
     let r = env.upload(&env.path("missing.tar"), &["--json"]).await;

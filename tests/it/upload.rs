@@ -233,7 +233,11 @@ async fn an_invalid_archive_exits_1_with_the_platforms_message() {
     let env = Env::start(quick()).await;
     let file = env.path("broken.tar");
     std::fs::write(&file, vec![0x5au8; 150_000]).unwrap();
-    let r = env.upload(&file, &["--no-progress"]).await;
+    // Pre-flight would refuse it before the platform sees it; this is about
+    // the platform's own verdict.
+    let mut cmd = env.upload_cmd(&file, &["--no-progress"]);
+    cmd.env("MODELFERRY__UPLOAD__PREFLIGHT", "false");
+    let r = run(cmd).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     let jobs = env.status_json().await;
     assert_eq!(jobs[0]["state"], "failed");

@@ -87,10 +87,23 @@ fn concatenate(
 }
 
 /// Reads the archive through: every header must parse, every entry's data
-/// must be all there, and there must be at least one entry.
+/// must be all there, and there must be at least one entry. A gzip file
+/// (by its magic bytes) is inflated first, its CRC checked: the platform
+/// imports `.tar.gz` too.
 pub(crate) fn validate_tar(path: &Path) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    let mut archive = tar::Archive::new(BufReader::new(file));
+    let mut file = BufReader::new(File::open(path).map_err(|e| e.to_string())?);
+    let gzip = io::BufRead::fill_buf(&mut file)
+        .map_err(|e| e.to_string())?
+        .starts_with(&[0x1f, 0x8b]);
+    if gzip {
+        let inflated = flate2::bufread::MultiGzDecoder::new(file);
+        return entries(tar::Archive::new(BufReader::new(inflated)))
+            .map_err(|e| format!("gzip archive: {e}"));
+    }
+    entries(tar::Archive::new(file))
+}
+
+fn entries<R: io::Read>(mut archive: tar::Archive<R>) -> Result<(), String> {
     let mut count = 0u64;
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| format!("entry {count}: {e}"))?;
@@ -109,6 +122,9 @@ pub(crate) fn validate_tar(path: &Path) -> Result<(), String> {
     if count == 0 {
         return Err("the archive has no entries".to_owned());
     }
+    // Read what follows the end marker too: a gzip stream's CRC and
+    // length are checked at its very end.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -154,5 +170,18 @@ mod tests {
         let full = tar_bytes(&[("weights.bin", &data)]);
         let err = check(&full[..1500]).unwrap_err();
         assert!(err.contains("weights.bin"), "{err}");
+    }
+
+    #[test]
+    fn inflates_a_gzip_archive_and_checks_its_crc() {
+        use std::io::Write;
+        let data = vec![7u8; 3000];
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&tar_bytes(&[("weights.bin", &data)])).unwrap();
+        let mut gz = e.finish().unwrap();
+        check(&gz).unwrap();
+        let n = gz.len();
+        gz[n - 6] ^= 1;
+        assert!(check(&gz).unwrap_err().contains("gzip archive"));
     }
 }

@@ -1,6 +1,7 @@
 //! Tests of the store through its one interface, [`Store`], and of the SQL
 //! it is built from.
 
+mod dedupe;
 mod filing;
 mod hold;
 mod jobs;

@@ -10,10 +10,10 @@ const FULL_ROW: &str = "INSERT INTO jobs (id, path, file_name, dev, ino, size, m
     session_expires_at, sessions_started, model_id, dock_status_id, sha256, hashed_chunks, \
     hash_state, error, error_stage, http_status, platform_message, attempts, next_retry_at, \
     watch_dir, created_at, updated_at, started_at, finished_at, filing, filing_dest, \
-    filing_error, filed_at, pruned) VALUES (7, '/drop/a.tar', 'a.tar', 11, 12, 5000, 13, 'adapter-ctx', \
+    filing_error, filed_at, pruned, duplicate_of) VALUES (7, '/drop/a.tar', 'a.tar', 11, 12, 5000, 13, 'adapter-ctx', \
     1, 2048, 3, 'failed', 'sess-1', 1001, 1002, 4, 'cm-9', 'ds-9', 'sha-9', 2, X'0a0b', \
     'boom', 'complete', 503, 'platform says no', 6, 1003, '/drop', 1004, 1005, 1006, 1007, \
-    'pending', '/failed/a.tar', 'disk full', 1008, 1)";
+    'pending', '/failed/a.tar', 'disk full', 1008, 1, 3)";
 
 fn full_job() -> Job {
     Job {
@@ -64,6 +64,7 @@ fn full_job() -> Job {
         }),
         filing_error: Some("disk full".into()),
         pruned: true,
+        duplicate_of: Some(3),
     }
 }
 

@@ -1,0 +1,116 @@
+//! [`StreamVerifier`]: the check of a gzip archive's whole stream while the
+//! upload reads it.
+//!
+//! The upload pipeline reads chunks in file order and hands each one's bytes
+//! to [`StreamVerifier::feed`]; inflating runs on a blocking task of its
+//! own, behind a channel of two chunks, so it overlaps the uploads and
+//! memory stays bounded (a slow verifier holds the reader back, not the
+//! reverse). Chunks the pipeline does not read (acknowledged before a
+//! restart) leave a gap, which the verifier fills by reading that part of
+//! the local file itself: catching up costs a local read, never the
+//! network. [`StreamVerifier::finish`] reads whatever is left and gives the
+//! verdict; the pipeline calls it before the job may `complete`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::gzip::GzipStream;
+use super::{feed_range, Format, PreflightError, Summary};
+use crate::source::SourceFile;
+
+/// Chunks queued for the verifier at most.
+const QUEUED: usize = 2;
+
+enum Msg {
+    Data(u64, Bytes),
+    /// Every chunk was fed: catch up to the end and judge.
+    End,
+}
+
+/// Verifies a gzip archive's stream as its chunks are read for upload.
+pub struct StreamVerifier {
+    tx: mpsc::Sender<Msg>,
+    task: JoinHandle<Result<Option<Summary>, PreflightError>>,
+}
+
+impl StreamVerifier {
+    /// A verifier for `src` (named `name`, `size` bytes) if it is a gzip
+    /// archive; `None` for a tar, whose check needs no stream.
+    pub async fn start(
+        src: Arc<SourceFile>,
+        name: &str,
+        size: u64,
+    ) -> Result<Option<StreamVerifier>, PreflightError> {
+        let (s, n) = (src.clone(), name.to_string());
+        let format = tokio::task::spawn_blocking(move || Format::detect(&s, &n, size))
+            .await
+            .map_err(|_| PreflightError::Stopped)??;
+        if format != Format::Gzip {
+            return Ok(None);
+        }
+        let (tx, rx) = mpsc::channel(QUEUED);
+        let task = tokio::task::spawn_blocking(move || verify(&src, size, rx));
+        Ok(Some(StreamVerifier { tx, task }))
+    }
+
+    /// The bytes of the file at `offset`, in file order.
+    pub async fn feed(&mut self, offset: u64, data: Bytes) -> Result<(), PreflightError> {
+        if self.tx.send(Msg::Data(offset, data)).await.is_err() {
+            // The verifier stopped: it found something.
+            return Err(self
+                .verdict()
+                .await
+                .err()
+                .unwrap_or(PreflightError::Stopped));
+        }
+        Ok(())
+    }
+
+    /// Checks the rest of the file (what was not fed) and gives the verdict.
+    pub async fn finish(mut self) -> Result<Summary, PreflightError> {
+        let _ = self.tx.send(Msg::End).await;
+        self.verdict().await
+    }
+
+    async fn verdict(&mut self) -> Result<Summary, PreflightError> {
+        match (&mut self.task).await {
+            Ok(Ok(Some(summary))) => Ok(summary),
+            Ok(Ok(None)) => Err(PreflightError::Stopped),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(PreflightError::Stopped),
+        }
+    }
+}
+
+/// The verifier's task: inflate what arrives, fill gaps from the file.
+/// `None` when the pipeline went away without [`Msg::End`] (stopped).
+fn verify(
+    src: &SourceFile,
+    size: u64,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<Option<Summary>, PreflightError> {
+    let mut gz = GzipStream::default();
+    let never = || false;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Data(offset, data) => {
+                let at = gz.position();
+                if offset > at {
+                    feed_range(src, &mut gz, at, offset, &never)?;
+                }
+                // A chunk fed twice (it cannot happen today) is skipped.
+                let skip = (gz.position() - offset).min(data.len() as u64) as usize;
+                gz.push(&data[skip..])?;
+            }
+            Msg::End => {
+                let at = gz.position();
+                feed_range(src, &mut gz, at, size, &never)?;
+                return Ok(Some(gz.finish()?));
+            }
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,73 @@
+//! What a queued job goes through before its first session: pre-flight
+//! (`upload.preflight`) and dedupe (`upload.dedupe`).
+//!
+//! A rejected archive fails the job (stage `preflight`) before anything
+//! reaches the platform; a duplicate of an imported file succeeds at once as
+//! that import's duplicate. Only a job still `queued` is checked: once a
+//! session is started the job is committed to its upload (a gzip archive's
+//! stream is then checked by the pipeline as it is read).
+
+use tracing::info;
+
+use super::dedupe::{find_duplicate, DedupeError};
+use super::{JobCtx, StepError};
+use crate::job::Job;
+use crate::preflight::{check_file, Depth, PreflightError};
+
+impl From<PreflightError> for StepError {
+    fn from(e: PreflightError) -> Self {
+        match e {
+            PreflightError::Rejected(r) => StepError::Preflight(r),
+            PreflightError::Source(e) => StepError::Source(e),
+            PreflightError::Stopped => StepError::Cancelled,
+        }
+    }
+}
+
+impl From<DedupeError> for StepError {
+    fn from(e: DedupeError) -> Self {
+        match e {
+            DedupeError::Store(e) => StepError::Store(e),
+            DedupeError::Source(e) => StepError::Source(e),
+            DedupeError::Cancelled => StepError::Cancelled,
+        }
+    }
+}
+
+impl JobCtx {
+    /// A queued job: pre-flight, dedupe, then its first session.
+    pub(super) async fn queued(&self, job: &Job) -> Result<(), StepError> {
+        // An empty file is refused by the session step, with its own message.
+        if job.size() > 0 && self.settings.preflight {
+            let (path, identity, cancel) = (job.path.clone(), job.identity, self.cancel.clone());
+            let (format, summary) = tokio::task::spawn_blocking(move || {
+                check_file(&path, &identity, Depth::Quick, &|| cancel.is_cancelled())
+            })
+            .await??;
+            info!(?format, members = summary.members, "pre-flight passed");
+        }
+        if job.size() > 0 && self.settings.dedupe {
+            let found = find_duplicate(
+                &self.store,
+                &job.path,
+                &job.identity,
+                &job.file_context,
+                job.is_adapter,
+                &self.cancel,
+            )
+            .await?;
+            if let Some(dup) = found {
+                self.store
+                    .succeed_duplicate(self.id, &self.hold, &dup.sha256, &dup.original)
+                    .await?;
+                info!(
+                    duplicate_of = dup.original.duplicate_of.unwrap_or(dup.original.id),
+                    model_id = dup.original.model_id.as_deref().unwrap_or(""),
+                    "already imported (same size and sha256); not uploading"
+                );
+                return Ok(());
+            }
+        }
+        self.start_session(job).await
+    }
+}
