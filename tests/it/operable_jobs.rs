@@ -314,6 +314,25 @@ async fn after_prune_neither_a_rerun_nor_a_redrop_imports_the_file_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_still_finds_the_bytes_of_a_pruned_import() {
+    let env = Env::start(quick()).await;
+    let first = env.path("first.tar");
+    make_tar(&first, 120_000, 11);
+    assert_eq!(env.upload(&first, &["--quiet"]).await.code, 0);
+    let r = cli(&env, "prune", &["--older-than", "1ms"]).await;
+    assert!(r.stdout.contains("pruned 1"), "{}", r.stdout);
+    // The same bytes under another name and inode: a duplicate of job 1.
+    let copy = env.path("copy.tar");
+    std::fs::copy(&first, &copy).unwrap();
+    let r = env.upload(&copy, &["--json"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let receipt: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(receipt["duplicate_of"], 1, "{receipt}");
+    assert_eq!(receipt["chunks"], 0, "{receipt}");
+    assert_eq!(env.report().sessions.len(), 1, "nothing sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retain_zero_never_prunes() {
     let env = Env::start(quick()).await;
     // The generated config has its own [state]; retain comes from the environment.
