@@ -40,6 +40,8 @@ pub struct Metrics {
     pub jobs: Family<StateLabel, Gauge>,
     pub import_duration: Histogram,
     pub api_key_rejected: Gauge,
+    /// `upload.max_rate` in force (0: no limit).
+    pub max_rate: Gauge,
 }
 
 impl Default for Metrics {
@@ -84,8 +86,15 @@ impl Metrics {
             "1 while the platform rejects the API key",
             api_key_rejected.clone(),
         );
+        let max_rate = Gauge::default();
+        registry.register(
+            "upload_max_rate_bytes_per_second",
+            "The upload.max_rate in force for all uploads together; 0 = no limit",
+            max_rate.clone(),
+        );
         Metrics {
             registry,
+            max_rate,
             bytes_uploaded,
             chunks_uploaded,
             retries,
@@ -178,6 +187,7 @@ mod tests {
             "modelferry_jobs{state=\"queued\"} 3",
             "modelferry_jobs{state=\"failed\"} 0",
             "modelferry_import_duration_seconds_count 1",
+            "modelferry_upload_max_rate_bytes_per_second 0",
         ] {
             assert!(text.contains(needle), "{needle} in:\n{text}");
         }

@@ -262,6 +262,7 @@ async fn modelferry(row: &Row) -> anyhow::Result<RowResult> {
         poll_interval: Duration::from_millis(10),
         poll_interval_max: Duration::from_millis(100),
         session_margin: Duration::from_secs(60),
+        max_rate: 0,
     };
     let engine = Engine::new(store.clone(), platform, settings, Arc::new(Metrics::new()));
     let (tx, rx) = watch::channel(JobProgress::queued(identity.size));

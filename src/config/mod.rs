@@ -92,6 +92,8 @@ pub struct UploadConfig {
     pub poll_interval_max: Duration,
     /// A session this close to its `expirationDate` is treated as expired.
     pub session_margin: Duration,
+    /// Bytes per second for all uploads of the process together; 0 = no limit.
+    pub max_rate: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@
 
 mod error;
 pub mod sanitize;
+pub mod throttle;
 pub mod wire;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -51,6 +52,8 @@ pub struct PlatformClient {
     key: Arc<RwLock<Secret>>,
     /// Calls wait until this instant (set by `Retry-After`).
     not_before: Arc<Mutex<Option<Instant>>>,
+    /// `upload.max_rate`, shared by every chunk body sent through clones.
+    rate: throttle::RateLimit,
 }
 
 impl PlatformClient {
@@ -68,7 +71,20 @@ impl PlatformClient {
             base: settings.base_url.clone(),
             key: Arc::new(RwLock::new(key)),
             not_before: Arc::new(Mutex::new(None)),
+            rate: throttle::RateLimit::default(),
         })
+    }
+
+    /// Limits every chunk upload made through this client and its clones
+    /// together to `bytes_per_sec` (0: no limit); applies at once, also to
+    /// bodies being sent.
+    pub fn set_max_rate(&self, bytes_per_sec: u64) {
+        self.rate.set_rate(bytes_per_sec);
+    }
+
+    /// The upload rate limit in bytes per second; 0 = none.
+    pub fn max_rate(&self) -> u64 {
+        self.rate.rate()
     }
 
     /// Replaces the API key (SIGHUP re-reads it).
@@ -189,7 +205,10 @@ impl PlatformClient {
         let san = Sanitizer::new(&key);
         let session_id = checked(op, &san, IdKind::Session, session_id)?;
         let len = data.len() as u64;
-        let part = Part::stream_with_length(Body::from(data), len)
+        // Streamed in slices through the process's rate limit (whole when
+        // there is none), so the limit holds inside each request.
+        let body = Body::wrap_stream(self.rate.stream(data));
+        let part = Part::stream_with_length(body, len)
             .file_name(file_name.to_string())
             .mime_str("application/octet-stream")
             .map_err(|e| PlatformError::transport(op, &e))?;
