@@ -111,7 +111,7 @@ fn upload(t: &mut Table, request_timeout: Duration) -> UploadConfig {
         parallel_files: t.count("parallel_files", 1, 64),
         retry_initial: t.duration("retry_initial", Duration::from_secs(1)),
         retry_max: t.duration("retry_max", Duration::from_secs(60)),
-        poll_interval: t.duration("poll_interval", Duration::from_secs(2)),
+        poll_interval: t.duration("poll_interval", Duration::from_millis(250)),
         poll_interval_max: t.duration("poll_interval_max", Duration::from_secs(30)),
         session_margin: t.duration("session_margin", Duration::from_secs(60)),
         max_rate: t.size("max_rate", 0),

@@ -65,7 +65,7 @@ pub(crate) fn judge(
     lifetime: Duration,
     margin: Duration,
 ) -> Option<TooShort> {
-    if !(rate > 0.0) || lifetime.is_zero() {
+    if rate.is_nan() || rate <= 0.0 || lifetime.is_zero() {
         return None;
     }
     let usable = lifetime.saturating_sub(margin.min(lifetime / 4));
@@ -79,8 +79,9 @@ pub(crate) fn judge(
 }
 
 impl TooShort {
+    /// To the nearest second (an `expirationDate` may have no fraction).
     fn round(d: Duration) -> Duration {
-        Duration::from_secs(d.as_secs().max(1))
+        Duration::from_secs((d.as_secs_f64().round() as u64).max(1))
     }
 
     /// The figures, for a log line or an error.
