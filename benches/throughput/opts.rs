@@ -65,6 +65,14 @@ pub struct Opts {
     /// Skip the throughput and RSS rows (restart and startup only).
     #[arg(long)]
     pub no_throughput: bool,
+    /// upload.max_rate of the rate-limit row; its file is 10 s worth
+    /// [default: 8MiB; --quick: the same, 2 s worth].
+    #[arg(long, value_parser = parse_size, value_name = "RATE")]
+    pub max_rate: Option<u64>,
+    /// File of the end-to-end row (`upload` vs a sequential client at
+    /// +latency) [default: 1GiB; --quick: 32MiB].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub e2e_size: Option<u64>,
 
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
@@ -81,6 +89,9 @@ pub struct Opts {
     /// Internal (--row): requests in flight (parallel_chunks for modelferry).
     #[arg(long, hide = true, default_value_t = 4)]
     pub workers: usize,
+    /// Internal (--row modelferry): upload.max_rate, bytes per second.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub row_max_rate: u64,
 }
 
 /// The client a row runs.
@@ -112,6 +123,10 @@ pub struct Plan {
     pub restart_startup: bool,
     pub throughput: bool,
     pub settle: Duration,
+    pub max_rate: u64,
+    /// Seconds of the rate-limit row's upload.
+    pub rate_secs: u64,
+    pub e2e_size: u64,
 }
 
 impl Plan {
@@ -135,7 +150,11 @@ impl Plan {
             settle: o
                 .settle
                 .unwrap_or(Duration::from_secs(if q { 2 } else { 30 })),
+            max_rate: o.max_rate.unwrap_or(8 * MIB),
+            rate_secs: if q { 2 } else { 10 },
+            e2e_size: o.e2e_size.unwrap_or(if q { 32 * MIB } else { GIB }),
         };
+        anyhow::ensure!(plan.max_rate >= MIB, "--max-rate must be at least 1MiB");
         anyhow::ensure!(
             (1024..=GIB).contains(&plan.chunk_size),
             "--chunk-size must be between 1KiB and 1GiB"

@@ -285,6 +285,9 @@ fn overlapping_folders_are_refused_for_run() {
 #[test]
 fn max_rate_takes_human_sizes_and_refuses_a_rate_too_low_for_the_request_timeout() {
     assert_eq!(load_str("").unwrap().upload.max_rate, 0);
+    // And the first dock-status poll comes soon by default.
+    let d = load_str("").unwrap().upload;
+    assert_eq!(d.poll_interval, std::time::Duration::from_millis(250));
     let c = load_str("[upload]\nmax_rate = \"40MiB\"\n").unwrap();
     assert_eq!(c.upload.max_rate, 40 << 20);
     assert_eq!(

@@ -173,7 +173,9 @@ async fn receive_file(
     }
     Ok(Received {
         size,
-        sha256: hasher.map(|h| hex::encode(h.finalize())).unwrap_or_default(),
+        sha256: hasher
+            .map(|h| hex::encode(h.finalize()))
+            .unwrap_or_default(),
         tmp,
     })
 }
