@@ -244,3 +244,64 @@ async fn a_session_too_short_for_the_link_fails_the_job_after_the_second_expiry(
     }
     assert_eq!(env.report().sessions.len(), 2, "no third session");
 }
+
+/// `/metrics` of a daemon on `port`, once it answers (bounded).
+async fn metrics_text(port: u16, want: &str) -> String {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        {
+            let text = r.text().await.unwrap_or_default();
+            if text.contains(want) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no {want:?} in:\n{text}");
+        }
+        assert!(Instant::now() < deadline, "metrics never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(unsafe_code)] // std can only SIGKILL a child.
+async fn sighup_rereads_max_rate_and_the_gauge_shows_it() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let env = Env::daemon_env(
+        quick(),
+        Settings {
+            extra: format!("[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+            ..Settings::default()
+        },
+        "",
+    )
+    .await;
+    let d = env.daemon();
+    metrics_text(port, "modelferry_upload_max_rate_bytes_per_second 0").await;
+
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let config = config.replacen(
+        "parallel_files = 1\n",
+        "parallel_files = 1\nmax_rate = \"2MiB\"\n",
+        1,
+    );
+    std::fs::write(&env.config, config).unwrap();
+    // SAFETY: kill(2) with the daemon's pid and a valid signal number.
+    let rc = unsafe { libc::kill(d.pid() as libc::pid_t, libc::SIGHUP) };
+    assert_eq!(rc, 0);
+    metrics_text(port, "modelferry_upload_max_rate_bytes_per_second 2097152").await;
+
+    d.sigterm();
+    let r = d.finish().await;
+    assert!(
+        r.stderr.contains("upload.max_rate is now 2.00 MiB/s"),
+        "{}",
+        r.stderr
+    );
+}
