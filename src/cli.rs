@@ -277,4 +277,7 @@ pub struct EmulatorArgs {
     /// Chunks larger than this are answered 413.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub max_chunk_size: u64,
+    /// Do not hash received chunks (for benchmarks: the client's own CPU shows).
+    #[arg(long)]
+    pub no_hash: bool,
 }

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub api_key_rejected: Gauge,
     /// Shared with the platform client (`PlatformClient::with_stats`).
     pub platform: Arc<PlatformStats>,
+    /// `upload.max_rate` in force (0: no limit).
+    pub max_rate: Gauge,
 }
 
 impl Default for Metrics {
@@ -176,6 +178,12 @@ impl Metrics {
             "1 while the platform rejects the API key",
             api_key_rejected.clone(),
         );
+        let max_rate = Gauge::default();
+        registry.register(
+            "upload_max_rate_bytes_per_second",
+            "The upload.max_rate in force for all uploads together; 0 = no limit",
+            max_rate.clone(),
+        );
         let platform = Arc::new(PlatformStats::default());
         registry.register(
             "request_duration_seconds",
@@ -184,6 +192,7 @@ impl Metrics {
         );
         let m = Metrics {
             registry,
+            max_rate,
             bytes_uploaded,
             chunks_uploaded,
             retries,
@@ -334,6 +343,7 @@ mod tests {
             "modelferry_jobs{state=\"importing\"} 0",
             "modelferry_imports_total{result=\"succeeded\"} 1",
             "modelferry_import_duration_seconds_count 1",
+            "modelferry_upload_max_rate_bytes_per_second 0",
         ] {
             assert!(text.contains(needle), "{needle} in:\n{text}");
         }

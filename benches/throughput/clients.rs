@@ -52,6 +52,7 @@ pub fn child_main(kind: RowKind, opts: &Opts) -> anyhow::Result<()> {
         file,
         chunk_size: opts.chunk_size,
         workers: opts.workers.max(1),
+        max_rate: opts.row_max_rate,
         dir: opts.dir.clone().unwrap_or_else(std::env::temp_dir),
     };
     // The same runtime as the modelferry binary's.
@@ -74,6 +75,8 @@ struct Row {
     file: PathBuf,
     chunk_size: u64,
     workers: usize,
+    /// upload.max_rate of the modelferry client; 0 = none.
+    max_rate: u64,
     /// Where modelferry's state folder goes.
     dir: PathBuf,
 }
@@ -106,10 +109,19 @@ async fn start_session(http: &reqwest::Client, row: &Row, size: u64) -> anyhow::
         "fileName": row.file_name(),
         "fileSize": size,
     });
+    start_session_at(http, &row.url, &body).await
+}
+
+/// Starts an import session at `url` with the start request `body`.
+pub(crate) async fn start_session_at(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<String> {
     let resp = http
-        .post(format!("{}/api/public/files/session/start", row.url))
+        .post(format!("{url}/api/public/files/session/start"))
         .header("x-api-key", API_KEY)
-        .json(&body)
+        .json(body)
         .send()
         .await?;
     let status = resp.status();
@@ -121,7 +133,7 @@ async fn start_session(http: &reqwest::Client, row: &Row, size: u64) -> anyhow::
 }
 
 /// POSTs one chunk as the form modelferry's client sends.
-async fn post_chunk(
+pub(crate) async fn post_chunk(
     http: &reqwest::Client,
     url: &str,
     index: u64,
@@ -153,7 +165,7 @@ async fn post_chunk(
     Ok(())
 }
 
-fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, offset)?;
     Ok(buf)
@@ -251,6 +263,7 @@ async fn modelferry(row: &Row) -> anyhow::Result<RowResult> {
         },
         Secret::new(API_KEY),
     )?;
+    platform.set_max_rate(row.max_rate);
     // Defaults of the configuration, except polling: the emulator answers
     // SUCCESS at once, so a short interval keeps the import's tail short.
     let settings = UploadConfig {
@@ -264,6 +277,7 @@ async fn modelferry(row: &Row) -> anyhow::Result<RowResult> {
         session_margin: Duration::from_secs(60),
         preflight: true,
         dedupe: true,
+        max_rate: row.max_rate,
     };
     let engine = Engine::new(store.clone(), platform, settings, Arc::new(Metrics::new()));
     let (tx, rx) = watch::channel(JobProgress::queued(identity.size));
@@ -274,7 +288,7 @@ async fn modelferry(row: &Row) -> anyhow::Result<RowResult> {
         .run_job(id, CancellationToken::new(), Arc::new(tx))
         .await?;
     let end = Mark::now();
-    let (total_secs, _) = begin.until(&end);
+    let (total_secs, total_cpu_secs) = begin.until(&end);
     if !matches!(outcome, Outcome::Succeeded { .. }) {
         bail!("modelferry's upload did not succeed: {outcome:?}");
     }
@@ -293,6 +307,7 @@ async fn modelferry(row: &Row) -> anyhow::Result<RowResult> {
         cpu_secs,
         peak_rss_kib: peak_rss_kib(),
         total_secs,
+        total_cpu_secs,
         session_id: job.session.map(|s| s.session_id).unwrap_or_default(),
         chunks: job.chunks_total,
     })
@@ -320,6 +335,15 @@ async fn upload_window(mut rx: watch::Receiver<JobProgress>) -> (Option<Mark>, O
     }
 }
 
+/// What a row's child process gets beyond the defaults.
+#[derive(Debug, Default, Clone)]
+pub struct ChildLaunch {
+    /// `taskset -c CPU`: pinned to this CPU list.
+    pub cpu: Option<String>,
+    /// upload.max_rate (modelferry rows); 0 = none.
+    pub max_rate: u64,
+}
+
 /// Spawns this binary as a `--row` child and reads its result.
 pub async fn run_child(
     kind: RowKind,
@@ -328,6 +352,7 @@ pub async fn run_child(
     chunk_size: u64,
     workers: usize,
     dir: &Path,
+    launch: &ChildLaunch,
 ) -> anyhow::Result<RowResult> {
     let exe = std::env::current_exe()?;
     let kind_name = match kind {
@@ -335,8 +360,16 @@ pub async fn run_child(
         RowKind::Naive => "naive",
         RowKind::Modelferry => "modelferry",
     };
-    let mut cmd = tokio::process::Command::new(exe);
+    let mut cmd = match &launch.cpu {
+        Some(cpu) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.args(["-c", cpu]).arg(exe);
+            c
+        }
+        None => tokio::process::Command::new(exe),
+    };
     cmd.args(["--row", kind_name, "--url", url])
+        .args(["--row-max-rate", &launch.max_rate.to_string()])
         .arg("--file")
         .arg(file)
         .args(["--chunk-size", &chunk_size.to_string()])

@@ -12,6 +12,17 @@ use tokio::process::{Child, Command};
 
 use crate::measure::proc_cpu_secs;
 
+/// How an emulator process is started beyond the defaults.
+#[derive(Debug, Default, Clone)]
+pub struct Launch {
+    /// `taskset -c CPU`: pinned to this CPU list.
+    pub cpu: Option<String>,
+    /// `--no-hash`: the emulator does not hash chunks.
+    pub no_hash: bool,
+    /// IN_PROGRESS dock-status answers before SUCCESS.
+    pub import_polls: u32,
+}
+
 pub struct EmulatorProc {
     child: Child,
     pub url: String,
@@ -29,6 +40,17 @@ impl EmulatorProc {
         log_dir: &Path,
         name: &str,
     ) -> anyhow::Result<EmulatorProc> {
+        Self::start_with(bin, latency, log_dir, name, &Launch::default()).await
+    }
+
+    /// As [`EmulatorProc::start`], with `launch`'s changes.
+    pub async fn start_with(
+        bin: &Path,
+        latency: Duration,
+        log_dir: &Path,
+        name: &str,
+        launch: &Launch,
+    ) -> anyhow::Result<EmulatorProc> {
         let log = log_dir.join(format!("emulator-{name}.log"));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -41,8 +63,20 @@ impl EmulatorProc {
                 .local_addr()?
                 .port();
             let out = std::fs::File::create(&log)?;
-            let child = Command::new(bin)
-                .args(["emulator", "--discard", "--import-polls", "0"])
+            let mut cmd = match &launch.cpu {
+                Some(cpu) => {
+                    let mut c = Command::new("taskset");
+                    c.args(["-c", cpu]).arg(bin);
+                    c
+                }
+                None => Command::new(bin),
+            };
+            let polls = launch.import_polls.to_string();
+            cmd.args(["emulator", "--discard", "--import-polls", &polls]);
+            if launch.no_hash {
+                cmd.arg("--no-hash");
+            }
+            let child = cmd
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--latency", &format!("{}ms", latency.as_millis())])
                 .stdin(Stdio::null())

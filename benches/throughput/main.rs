@@ -13,6 +13,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 mod clients;
+mod e2e;
 mod emulator;
 mod measure;
 mod opts;
@@ -30,7 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 
-use emulator::EmulatorProc;
+use clients::ChildLaunch;
+use emulator::{EmulatorProc, Launch};
 use opts::{human_size, Opts, Plan, RowKind};
 use table::{Client, Group, Results, Row};
 
@@ -115,6 +117,7 @@ async fn row(
     client: Client,
     file: &Path,
     dir: &Path,
+    launch: &ChildLaunch,
 ) -> anyhow::Result<Row> {
     let (kind, workers) = match client {
         Client::Wire => (RowKind::Wire, plan.concurrency),
@@ -126,7 +129,8 @@ async fn row(
         measure::wait_quiet(plan.settle).await;
         let (emu0, busy0, own0) = (emu.cpu_secs(), measure::machine_busy_secs(), own_cpu());
         let t0 = Instant::now();
-        let r = clients::run_child(kind, &emu.url, file, plan.chunk_size, workers, dir).await?;
+        let r =
+            clients::run_child(kind, &emu.url, file, plan.chunk_size, workers, dir, launch).await?;
         let wall = t0.elapsed().as_secs_f64();
         let emu_cpu = emu0.zip(emu.cpu_secs()).map(|(a, b)| b - a);
         // CPU the rest of the machine used meanwhile, as a share of all
@@ -184,10 +188,72 @@ async fn group(
     let mut clients = vec![Client::Wire, Client::Naive];
     clients.extend(plan.parallel.iter().map(|&p| Client::Modelferry(p)));
     for c in clients {
-        rows.push(row(plan, &emu, group, c, file, dir).await?);
+        let launch = ChildLaunch::default();
+        rows.push(row(plan, &emu, group, c, file, dir, &launch).await?);
     }
     emu.stop().await;
     Ok(())
+}
+
+/// Whether `taskset` can pin processes to CPUs 0 and 1 here.
+fn can_pin() -> Result<(), String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return Err(format!("{cpus} CPU: nothing to pin apart"));
+    }
+    match std::process::Command::new("taskset")
+        .args(["-c", "1", "true"])
+        .status()
+    {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("taskset -c 1 failed ({s})")),
+        Err(e) => Err(format!("no taskset ({e})")),
+    }
+}
+
+/// The wire ceiling and modelferry at parallel_chunks=4 on CPU 0 against
+/// an emulator on CPU 1 that does not hash: the client's own ceiling.
+async fn pinned(plan: &Plan, file: &Path, dir: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let launch = Launch {
+        cpu: Some("1".into()),
+        no_hash: true,
+        import_polls: 0,
+    };
+    let emu =
+        EmulatorProc::start_with(Path::new(BIN), Duration::ZERO, dir, "pinned", &launch).await?;
+    println!("Pinned rows (client on CPU 0, emulator on CPU 1 without hashing):");
+    let child = ChildLaunch {
+        cpu: Some("0".into()),
+        max_rate: 0,
+    };
+    for c in [Client::Wire, Client::Modelferry(4)] {
+        rows.push(row(plan, &emu, Group::Pinned, c, file, dir, &child).await?);
+    }
+    emu.stop().await;
+    Ok(())
+}
+
+/// CPU seconds per GiB of one sha2 SHA-256 pass over `file` (the hashing
+/// only, on one thread; the reads are not counted).
+fn sha_pass(file: &Path) -> anyhow::Result<f64> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = File::open(file)?;
+    let mut buf = vec![0u8; 8 << 20];
+    let mut h = sha2::Sha256::new();
+    let (mut cpu, mut bytes) = (0.0, 0u64);
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let c0 = measure::thread_cpu_secs();
+        h.update(&buf[..n]);
+        cpu += measure::thread_cpu_secs() - c0;
+        bytes += n as u64;
+    }
+    std::hint::black_box(h.finalize());
+    Ok(cpu / (bytes as f64 / (1u64 << 30) as f64))
 }
 
 async fn run(plan: Plan) -> anyhow::Result<()> {
@@ -248,9 +314,87 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         let big = test_file(dir, plan.rss_size, 3)?;
         let emu = EmulatorProc::start(&bin, Duration::ZERO, dir, "rss").await?;
         println!("RSS row ({}):", human_size(plan.rss_size));
-        rows.push(row(&plan, &emu, Group::Rss, Client::Modelferry(4), &big, dir).await?);
+        let launch = ChildLaunch::default();
+        rows.push(
+            row(
+                &plan,
+                &emu,
+                Group::Rss,
+                Client::Modelferry(4),
+                &big,
+                dir,
+                &launch,
+            )
+            .await?,
+        );
         emu.stop().await;
         std::fs::remove_file(&big)?;
+    }
+
+    let mut pinned_skipped = None;
+    let mut sha = None;
+    if plan.throughput {
+        match can_pin() {
+            Ok(()) => pinned(&plan, &file, dir, &mut rows).await?,
+            Err(why) => {
+                println!("Pinned rows skipped: {why}");
+                pinned_skipped = Some(why);
+            }
+        }
+        let f = file.clone();
+        let s = tokio::task::spawn_blocking(move || sha_pass(&f)).await??;
+        println!("one sha2 SHA-256 pass over the loopback file: {s:.2} CPU s/GiB");
+        sha = Some(s);
+
+        // 10 s (quick: 2 s) worth at max_rate.
+        let rate_file = test_file(dir, plan.max_rate * plan.rate_secs, 4)?;
+        let emu = EmulatorProc::start(&bin, Duration::ZERO, dir, "max-rate").await?;
+        println!("max_rate row ({}/s):", human_size(plan.max_rate));
+        let launch = ChildLaunch {
+            cpu: None,
+            max_rate: plan.max_rate,
+        };
+        let r = row(
+            &plan,
+            &emu,
+            Group::MaxRate,
+            Client::Modelferry(4),
+            &rate_file,
+            dir,
+            &launch,
+        );
+        rows.push(r.await?);
+        emu.stop().await;
+    }
+
+    let mut e2e = None;
+    if plan.throughput {
+        let e2e_file = test_file(dir, plan.e2e_size, 5)?;
+        let launch = Launch {
+            cpu: None,
+            no_hash: false,
+            import_polls: 1,
+        };
+        let emu = EmulatorProc::start_with(&bin, plan.latency, dir, "e2e", &launch).await?;
+        println!(
+            "end to end ({}, +{} ms, SUCCESS on the second poll):",
+            human_size(plan.e2e_size),
+            plan.latency.as_millis()
+        );
+        let edir = dir.join("e2e");
+        std::fs::create_dir_all(&edir)?;
+        measure::wait_quiet(plan.settle).await;
+        let r = e2e::measure(&bin, &emu, &e2e_file, plan.chunk_size, &edir)
+            .await
+            .context("end-to-end measurement")?;
+        println!(
+            "  upload {:.2} s, sequential client {:.2} s ({:.2}×)",
+            r.upload_secs,
+            r.sequential_secs,
+            r.speedup()
+        );
+        e2e = Some(r);
+        emu.stop().await;
     }
 
     let mut results = Results {
@@ -258,6 +402,9 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         restart: None,
         startup: None,
         preflight: None,
+        sha_pass: sha,
+        e2e,
+        pinned_skipped,
     };
     if plan.preflight {
         println!(

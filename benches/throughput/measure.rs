@@ -21,6 +21,11 @@ pub struct RowResult {
     /// Wall-clock seconds of the whole import (modelferry: session start to
     /// SUCCESS); equal to `secs` for the other clients.
     pub total_secs: f64,
+    /// CPU seconds of the whole import (modelferry: session start to
+    /// SUCCESS, the file hash finished after the last acknowledgement
+    /// included); equal to `cpu_secs` for the other clients.
+    #[serde(default)]
+    pub total_cpu_secs: f64,
     pub session_id: String,
     pub chunks: u64,
 }
@@ -36,6 +41,7 @@ impl RowResult {
             cpu_secs,
             peak_rss_kib: peak_rss_kib(),
             total_secs: secs,
+            total_cpu_secs: cpu_secs,
             session_id,
             chunks,
         }
@@ -48,6 +54,11 @@ impl RowResult {
     pub fn cpu_per_gib(&self) -> f64 {
         self.cpu_secs / (self.bytes as f64 / (1u64 << 30) as f64)
     }
+
+    /// CPU of the whole import per GiB.
+    pub fn total_cpu_per_gib(&self) -> f64 {
+        self.total_cpu_secs / (self.bytes as f64 / (1u64 << 30) as f64)
+    }
 }
 
 /// User + system CPU seconds of this process so far.
@@ -58,6 +69,20 @@ pub fn cpu_secs() -> f64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: RUSAGE_SELF with a valid pointer to a rusage.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// User + system CPU seconds of the calling thread so far.
+#[allow(unsafe_code)] // getrusage(2) has no std equivalent.
+pub fn thread_cpu_secs() -> f64 {
+    // SAFETY: as in cpu_secs.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_THREAD with a valid pointer to a rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
     if rc != 0 {
         return f64::NAN;
     }

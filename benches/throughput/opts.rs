@@ -72,6 +72,14 @@ pub struct Opts {
     /// Skip the pre-flight measurements.
     #[arg(long)]
     pub no_preflight: bool,
+    /// upload.max_rate of the rate-limit row; its file is 10 s worth
+    /// [default: 8MiB; --quick: the same, 2 s worth].
+    #[arg(long, value_parser = parse_size, value_name = "RATE")]
+    pub max_rate: Option<u64>,
+    /// File of the end-to-end row (`upload` vs a sequential client at
+    /// +latency) [default: 1GiB; --quick: 32MiB].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub e2e_size: Option<u64>,
 
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
@@ -88,6 +96,9 @@ pub struct Opts {
     /// Internal (--row): requests in flight (parallel_chunks for modelferry).
     #[arg(long, hide = true, default_value_t = 4)]
     pub workers: usize,
+    /// Internal (--row modelferry): upload.max_rate, bytes per second.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub row_max_rate: u64,
 }
 
 /// The client a row runs.
@@ -121,6 +132,10 @@ pub struct Plan {
     pub settle: Duration,
     pub preflight: bool,
     pub gzip_size: u64,
+    pub max_rate: u64,
+    /// Seconds of the rate-limit row's upload.
+    pub rate_secs: u64,
+    pub e2e_size: u64,
 }
 
 impl Plan {
@@ -146,7 +161,11 @@ impl Plan {
             settle: o
                 .settle
                 .unwrap_or(Duration::from_secs(if q { 2 } else { 30 })),
+            max_rate: o.max_rate.unwrap_or(8 * MIB),
+            rate_secs: if q { 2 } else { 10 },
+            e2e_size: o.e2e_size.unwrap_or(if q { 32 * MIB } else { GIB }),
         };
+        anyhow::ensure!(plan.max_rate >= MIB, "--max-rate must be at least 1MiB");
         anyhow::ensure!(
             (1024..=GIB).contains(&plan.chunk_size),
             "--chunk-size must be between 1KiB and 1GiB"

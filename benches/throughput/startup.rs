@@ -12,7 +12,9 @@ use anyhow::{bail, Context};
 use tokio::net::UnixDatagram;
 use tokio::process::Command;
 
-use modelferry::job::{ChunkAck, FilingState, HashCheckpoint, NewJob, SessionRecord};
+use modelferry::job::{
+    ChunkAck, ChunkChecksum, FilingState, HashCheckpoint, NewJob, SessionRecord,
+};
 use modelferry::source::FileIdentity;
 use modelferry::store::Store;
 
@@ -105,7 +107,7 @@ async fn populate(
             let ack = ChunkAck {
                 index: idx,
                 size: chunk_size.min(size - idx * chunk_size),
-                sha256: format!("{:064x}", i * 100_000 + idx),
+                checksum: ChunkChecksum::Xxh3(i * 100_000 + idx),
             };
             let checkpoint = HashCheckpoint {
                 chunks: idx + 1,

@@ -22,6 +22,7 @@ pub fn options(args: &EmulatorArgs) -> EmulatorOptions {
         import_polls: args.import_polls,
         discard: args.discard,
         max_chunk_size: args.max_chunk_size,
+        hash_chunks: !args.no_hash,
     }
 }
 

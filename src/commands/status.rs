@@ -49,6 +49,15 @@ pub struct JobView {
     pub duplicate_of: Option<i64>,
 }
 
+/// `upload.max_rate` as `status` shows it: `"40.00 MiB/s"` or `"none"`.
+pub fn rate_limit(rate: u64) -> String {
+    if rate == 0 {
+        "none".into()
+    } else {
+        format!("{}/s", HumanBytes(rate))
+    }
+}
+
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -170,6 +179,10 @@ pub async fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
     }
     let noun = if views.len() == 1 { "job" } else { "jobs" };
     println!("{} {noun}: {}", views.len(), counts.join(", "));
+    println!(
+        "upload rate limit (upload.max_rate): {}",
+        rate_limit(config.upload.max_rate)
+    );
     println!(
         "{:>5}  {:<10}  {:>13}  {:>23}  {:<40}  FILE",
         "ID", "STATE", "CHUNKS", "BYTES", "MODEL ID"

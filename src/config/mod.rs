@@ -103,6 +103,8 @@ pub struct UploadConfig {
     pub preflight: bool,
     /// Never upload bytes already imported with the same kind.
     pub dedupe: bool,
+    /// Bytes per second for all uploads of the process together; 0 = no limit.
+    pub max_rate: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -302,3 +302,34 @@ fn preflight_and_dedupe_are_on_by_default_and_can_be_turned_off() {
     let m = message("[upload]\ndedupe = \"sometimes\"\n");
     assert!(m.contains("upload.dedupe"), "{m}");
 }
+
+#[test]
+fn max_rate_takes_human_sizes_and_refuses_a_rate_too_low_for_the_request_timeout() {
+    assert_eq!(load_str("").unwrap().upload.max_rate, 0);
+    // And the first dock-status poll comes soon by default.
+    let d = load_str("").unwrap().upload;
+    assert_eq!(d.poll_interval, std::time::Duration::from_millis(250));
+    let c = load_str("[upload]\nmax_rate = \"40MiB\"\n").unwrap();
+    assert_eq!(c.upload.max_rate, 40 << 20);
+    assert_eq!(
+        load_str("[upload]\nmax_rate = \"0\"\n")
+            .unwrap()
+            .upload
+            .max_rate,
+        0
+    );
+    // 4 chunks of 8 MiB at 64 KiB/s: 512 s, past the 300 s request timeout.
+    let m = message("[upload]\nmax_rate = \"64KiB\"\n");
+    for part in [
+        "upload.max_rate: 65536 bytes per second",
+        "parallel_chunks (4)",
+        "platform.request_timeout (5m)",
+    ] {
+        assert!(m.contains(part), "{part:?} missing in: {m}");
+    }
+    // Fine with a longer timeout, or smaller chunks.
+    load_str("[platform]\nrequest_timeout = \"10m\"\n[upload]\nmax_rate = \"64KiB\"\n").unwrap();
+    load_str("[upload]\nmax_rate = \"64KiB\"\nchunk_size = \"1MiB\"\n").unwrap();
+    let m = message("[upload]\nmax_rate = \"fast\"\n");
+    assert!(m.contains("upload.max_rate: \"fast\" is not a size"), "{m}");
+}

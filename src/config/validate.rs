@@ -44,7 +44,9 @@ pub(super) fn config(root: Value, file: &Path, problems: &mut Problems) -> (Conf
     let mut root = Root::new(root, problems);
     let platform = platform(root.section("platform", problems));
     let state = state(root.section("state", problems));
-    let upload = upload(root.section("upload", problems));
+    let mut upload_t = root.section("upload", problems);
+    let upload = upload(&mut upload_t, platform.request_timeout);
+    upload_t.finish();
     let daemon = daemon(root.section("daemon", problems));
     let telemetry = telemetry(root.section("telemetry", problems));
     let entries = root.list("watch", problems);
@@ -123,7 +125,7 @@ fn state(mut t: Table) -> StateConfig {
     }
 }
 
-fn upload(mut t: Table) -> UploadConfig {
+fn upload(t: &mut Table, request_timeout: Duration) -> UploadConfig {
     let chunk_size = t.size("chunk_size", 8 << 20);
     if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
         t.problem(
@@ -137,11 +139,12 @@ fn upload(mut t: Table) -> UploadConfig {
         parallel_files: t.count("parallel_files", 1, 64),
         retry_initial: t.duration("retry_initial", Duration::from_secs(1)),
         retry_max: t.duration("retry_max", Duration::from_secs(60)),
-        poll_interval: t.duration("poll_interval", Duration::from_secs(2)),
+        poll_interval: t.duration("poll_interval", Duration::from_millis(250)),
         poll_interval_max: t.duration("poll_interval_max", Duration::from_secs(30)),
         session_margin: t.duration("session_margin", Duration::from_secs(60)),
         preflight: t.bool("preflight", true),
         dedupe: t.bool("dedupe", true),
+        max_rate: t.size("max_rate", 0),
     };
     for (key, d) in [
         ("retry_initial", upload.retry_initial),
@@ -179,8 +182,31 @@ fn upload(mut t: Table) -> UploadConfig {
             );
         }
     }
-    t.finish();
+    if let Some(p) = rate_problem(&upload, request_timeout) {
+        t.problem("max_rate", p);
+    }
     upload
+}
+
+/// A `max_rate` so low that `parallel_chunks` chunks, sharing it, cannot
+/// be sent within `platform.request_timeout`: every chunk request would
+/// time out and be retried forever.
+fn rate_problem(u: &UploadConfig, request_timeout: Duration) -> Option<String> {
+    if u.max_rate == 0 {
+        return None;
+    }
+    let bytes = u.chunk_size as f64 * u.parallel_chunks as f64;
+    let needed = bytes / u.max_rate as f64;
+    (needed > request_timeout.as_secs_f64()).then(|| {
+        format!(
+            "{} bytes per second sends parallel_chunks ({}) chunks of chunk_size ({} bytes) in {}, longer than platform.request_timeout ({}): every chunk request would time out; raise max_rate or request_timeout, or lower chunk_size or parallel_chunks",
+            u.max_rate,
+            u.parallel_chunks,
+            u.chunk_size,
+            humantime::format_duration(Duration::from_secs(needed.ceil() as u64)),
+            humantime::format_duration(request_timeout)
+        )
+    })
 }
 
 fn daemon(mut t: Table) -> DaemonConfig {

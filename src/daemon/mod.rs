@@ -13,6 +13,7 @@
 //! The loop here only routes events; each concern lives in its own file:
 //! - `queue`: the jobs in hand (waiting, running, delayed) and dispatch order;
 //! - `auth_gate`: the pause while the key is rejected, and SIGHUP;
+//! - `reload`: what else SIGHUP re-reads (`upload.max_rate`);
 //! - `filing_step`: when finished jobs are filed, and retries;
 //! - `settle`: what filing one job does, on disk;
 //! - `status_line`: the systemd STATUS line and progress lines;
@@ -24,6 +25,7 @@
 mod auth_gate;
 mod filing_step;
 mod queue;
+mod reload;
 mod settle;
 mod status_line;
 mod workers;
@@ -191,6 +193,7 @@ impl Daemon {
                 }
                 _ = async { hup.as_mut().expect("guarded by the condition").recv().await }, if hup.is_some() => {
                     auth_gate::reload_key(&mut self.gate, self.config.clone(), self.engine.platform()).await;
+                    reload::max_rate(&self.config.source, self.engine.platform(), &self.metrics).await;
                 }
                 _ = tick.tick() => self.housekeeping().await?,
             }

@@ -19,4 +19,6 @@ pub mod types;
 pub use filing::{Filing, FilingState, UnknownFilingState};
 pub use stage::{Stage, UnknownStage};
 pub use state::{JobState, UnknownState};
-pub use types::{ChunkAck, Failure, HashCheckpoint, Job, JobId, NewJob, SessionRecord};
+pub use types::{
+    ChunkAck, ChunkChecksum, Failure, HashCheckpoint, Job, JobId, NewJob, SessionRecord,
+};

@@ -84,7 +84,38 @@ pub struct SessionRecord {
 pub struct ChunkAck {
     pub index: u64,
     pub size: u64,
-    pub sha256: String,
+    /// What a resume re-reading the chunk checks it against.
+    pub checksum: ChunkChecksum,
+}
+
+/// The checksum recorded with an acknowledged chunk, to tell on resume
+/// whether the bytes still are the ones sent. Only a changed file is caught
+/// with it (the whole-file sha256 is the integrity check), so a fast
+/// non-cryptographic hash does; jobs acknowledged before the upgrade keep
+/// the sha256 they were recorded with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkChecksum {
+    /// XXH3-64 of the chunk's bytes.
+    Xxh3(u64),
+    /// Lowercase hex SHA-256 of the chunk's bytes (rows from before XXH3).
+    Sha256(String),
+}
+
+impl ChunkChecksum {
+    /// The checksum of `data` of the same kind as `self`.
+    pub fn same_kind_of(&self, data: &[u8]) -> ChunkChecksum {
+        match self {
+            ChunkChecksum::Xxh3(_) => ChunkChecksum::xxh3(data),
+            ChunkChecksum::Sha256(_) => {
+                use sha2::Digest;
+                ChunkChecksum::Sha256(hex::encode(sha2::Sha256::digest(data)))
+            }
+        }
+    }
+
+    pub fn xxh3(data: &[u8]) -> ChunkChecksum {
+        ChunkChecksum::Xxh3(xxhash_rust::xxh3::xxh3_64(data))
+    }
 }
 
 /// The whole-file hash after the first `chunks` chunks, so a resumed job

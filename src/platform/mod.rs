@@ -11,6 +11,7 @@
 
 mod error;
 pub mod sanitize;
+pub mod throttle;
 pub mod wire;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -54,6 +55,8 @@ pub struct PlatformClient {
     not_before: Arc<Mutex<Option<Instant>>>,
     /// Every call's duration and outcome go here (metrics, `/readyz`).
     stats: Arc<PlatformStats>,
+    /// `upload.max_rate`, shared by every chunk body sent through clones.
+    rate: throttle::RateLimit,
 }
 
 impl PlatformClient {
@@ -72,6 +75,7 @@ impl PlatformClient {
             key: Arc::new(RwLock::new(key)),
             not_before: Arc::new(Mutex::new(None)),
             stats: Arc::default(),
+            rate: throttle::RateLimit::default(),
         })
     }
 
@@ -79,6 +83,18 @@ impl PlatformClient {
     pub fn with_stats(mut self, stats: Arc<PlatformStats>) -> Self {
         self.stats = stats;
         self
+    }
+
+    /// Limits every chunk upload made through this client and its clones
+    /// together to `bytes_per_sec` (0: no limit); applies at once, also to
+    /// bodies being sent.
+    pub fn set_max_rate(&self, bytes_per_sec: u64) {
+        self.rate.set_rate(bytes_per_sec);
+    }
+
+    /// The upload rate limit in bytes per second; 0 = none.
+    pub fn max_rate(&self) -> u64 {
+        self.rate.rate()
     }
 
     /// Replaces the API key (SIGHUP re-reads it).
@@ -216,7 +232,10 @@ impl PlatformClient {
         let san = Sanitizer::new(&key);
         let session_id = checked(op, &san, IdKind::Session, session_id)?;
         let len = data.len() as u64;
-        let part = Part::stream_with_length(Body::from(data), len)
+        // Streamed in slices through the process's rate limit (whole when
+        // there is none), so the limit holds inside each request.
+        let body = Body::wrap_stream(self.rate.stream(data));
+        let part = Part::stream_with_length(body, len)
             .file_name(file_name.to_string())
             .mime_str("application/octet-stream")
             .map_err(|e| PlatformError::transport(op, &e))?;

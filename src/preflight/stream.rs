@@ -30,6 +30,17 @@ enum Msg {
     End,
 }
 
+/// See [`StreamVerifier::offers`].
+#[derive(Clone)]
+pub struct Offers(mpsc::Sender<Msg>);
+
+impl Offers {
+    /// The bytes of the file at `offset`; offsets must not decrease.
+    pub fn offer(&self, offset: u64, data: Bytes) {
+        let _ = self.0.try_send(Msg::Data(offset, data));
+    }
+}
+
 /// Verifies a gzip archive's stream as its chunks are read for upload.
 pub struct StreamVerifier {
     tx: mpsc::Sender<Msg>,
@@ -67,6 +78,20 @@ impl StreamVerifier {
                 .unwrap_or(PreflightError::Stopped));
         }
         Ok(())
+    }
+
+    /// A handle that offers chunks without waiting, for a thread that sees
+    /// them in file order (the pipeline's hasher). A chunk offered while the
+    /// verifier is busy is dropped: the verifier reads what it missed from
+    /// the file, so the upload never waits for the inflate.
+    pub fn offers(&self) -> Offers {
+        Offers(self.tx.clone())
+    }
+
+    /// Whether the verifier has stopped on its own: it found a problem,
+    /// which [`StreamVerifier::finish`] gives.
+    pub fn stopped(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Checks the rest of the file (what was not fed) and gives the verdict.

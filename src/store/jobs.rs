@@ -9,7 +9,9 @@ use rusqlite::{params, OptionalExtension, Params, TransactionBehavior};
 use super::error::{Result, StoreError};
 use super::open::SqliteStore;
 use super::rows::{ack_from_row, job_from_row, state_in, to_ms, JOB_SELECT};
-use crate::job::{ChunkAck, Failure, HashCheckpoint, Job, JobId, JobState, NewJob, SessionRecord};
+use crate::job::{
+    ChunkAck, ChunkChecksum, Failure, HashCheckpoint, Job, JobId, JobState, NewJob, SessionRecord,
+};
 use crate::source::FileIdentity;
 
 impl SqliteStore {
@@ -139,7 +141,7 @@ impl SqliteStore {
     /// Chunks acknowledged in the job's current session.
     pub fn acked_chunks(&self, id: JobId) -> Result<Vec<ChunkAck>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT idx, size, sha256 FROM chunks WHERE job_id = ?1 ORDER BY idx",
+            "SELECT idx, size, sha256, xxh3 FROM chunks WHERE job_id = ?1 ORDER BY idx",
         )?;
         let rows = stmt.query_map([id], ack_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -267,15 +269,22 @@ impl SqliteStore {
                 },
             });
         }
+        let (sha256, xxh3) = match &ack.checksum {
+            ChunkChecksum::Sha256(h) => (Some(h.as_str()), None),
+            // SQLite integers are signed: the bits are kept as they are.
+            ChunkChecksum::Xxh3(h) => (None, Some(*h as i64)),
+        };
         tx.prepare_cached(
-            "INSERT INTO chunks (job_id, idx, size, sha256, acked_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (job_id, idx) DO UPDATE SET size = ?3, sha256 = ?4, acked_at = ?5",
+            "INSERT INTO chunks (job_id, idx, size, sha256, xxh3, acked_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (job_id, idx) DO UPDATE SET size = ?3, sha256 = ?4, xxh3 = ?5, acked_at = ?6",
         )?
         .execute(params![
             id,
             ack.index as i64,
             ack.size as i64,
-            ack.sha256,
+            sha256,
+            xxh3,
             now
         ])?;
         tx.commit()?;

@@ -79,6 +79,27 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN duplicate_of INTEGER;
     CREATE INDEX jobs_size ON jobs (size, sha256);
     "#,
+    // 5: chunks record an XXH3-64 checksum instead of a SHA-256 (the
+    // whole-file hash is the integrity check; a chunk's checksum only tells
+    // a resume the bytes did not change). Rows acknowledged before keep
+    // their sha256 and are verified with it, so their jobs stay resumable.
+    // SQLite cannot drop NOT NULL in place: the table is rebuilt.
+    r#"
+    CREATE TABLE chunks_v3 (
+        job_id   INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        idx      INTEGER NOT NULL,
+        size     INTEGER NOT NULL,
+        sha256   TEXT,
+        xxh3     INTEGER,
+        acked_at INTEGER NOT NULL,
+        PRIMARY KEY (job_id, idx),
+        CHECK (sha256 IS NOT NULL OR xxh3 IS NOT NULL)
+    ) WITHOUT ROWID;
+    INSERT INTO chunks_v3 (job_id, idx, size, sha256, xxh3, acked_at)
+        SELECT job_id, idx, size, sha256, NULL, acked_at FROM chunks;
+    DROP TABLE chunks;
+    ALTER TABLE chunks_v3 RENAME TO chunks;
+    "#,
 ];
 
 impl SqliteStore {

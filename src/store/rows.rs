@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::Row;
 
 use super::error::{Result, StoreError};
-use crate::job::{ChunkAck, Filing, HashCheckpoint, Job, JobState, SessionRecord};
+use crate::job::{ChunkAck, ChunkChecksum, Filing, HashCheckpoint, Job, JobState, SessionRecord};
 use crate::source::FileIdentity;
 
 pub(super) fn to_ms(t: SystemTime) -> i64 {
@@ -187,10 +187,16 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<Job> {
 
 /// Reads a chunk acknowledgement from a row of `chunks`.
 pub(super) fn ack_from_row(row: &Row<'_>) -> rusqlite::Result<ChunkAck> {
+    // A row has one or the other (the table checks it): XXH3 from
+    // migration 3 on, SHA-256 before.
+    let checksum = match row.get::<_, Option<i64>>("xxh3")? {
+        Some(h) => ChunkChecksum::Xxh3(h as u64),
+        None => ChunkChecksum::Sha256(row.get("sha256")?),
+    };
     Ok(ChunkAck {
         index: row.get::<_, i64>("idx")? as u64,
         size: row.get::<_, i64>("size")? as u64,
-        sha256: row.get("sha256")?,
+        checksum,
     })
 }
 

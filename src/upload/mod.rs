@@ -4,9 +4,12 @@
 //! step at a time: start a session, upload the chunks not yet acknowledged,
 //! complete, poll dock status. Every step's result is committed to the store
 //! before the next step depends on it, so the job can be resumed from the
-//! store alone after a crash at any point. Chunks are read with positioned
-//! reads, hashed (chunk and whole file) in the same pass, and up to
-//! `parallel_chunks` are in flight, with buffers reused from a small pool.
+//! store alone after a crash at any point. Chunks are read once with
+//! positioned reads, the whole file hashed on a thread of its own from the
+//! same buffers ([`pipeline`]), and up to `parallel_chunks` are in flight
+//! through the process's `upload.max_rate`. A session the measured rate
+//! cannot fill in time is warned about, and the job fails after the second
+//! one lost that way ([`pace`]) rather than sending the file forever.
 //!
 //! A queued job is first checked (`checks`: pre-flight, dedupe); a gzip
 //! archive's stream is checked as the pipeline reads it.
@@ -21,6 +24,7 @@ pub mod cancel;
 mod checks;
 pub mod dedupe;
 mod hash;
+mod pace;
 mod pipeline;
 mod plan;
 mod session;
@@ -41,7 +45,7 @@ pub use plan::ChunkPlan;
 use crate::config::UploadConfig;
 use crate::escaped::Escaped;
 use crate::job::JobState;
-use crate::job::{Failure, Job, JobId, Stage};
+use crate::job::{ChunkChecksum, Failure, Job, JobId, Stage};
 use crate::metrics::Metrics;
 use crate::platform::{ErrorKind, ImportStatus, Op, PlatformClient, PlatformError};
 use crate::source::SourceError;
@@ -149,6 +153,8 @@ pub(crate) struct JobCtx {
     pub metrics: Arc<Metrics>,
     pub cancel: CancellationToken,
     pub progress: Arc<watch::Sender<JobProgress>>,
+    /// The upload rate measured over the latest session of this run.
+    pub pace: Arc<pace::Pace>,
 }
 
 /// Reads failures of the source file retried before the job fails.
@@ -166,6 +172,7 @@ impl Engine {
         settings: UploadConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
+        metrics.max_rate.set(platform.max_rate() as i64);
         Engine {
             store,
             platform,
@@ -205,6 +212,7 @@ impl Engine {
             metrics: self.metrics.clone(),
             cancel,
             progress,
+            pace: Arc::default(),
         };
         // A cancel drops the job's work at once, requests in flight included.
         let (cancelled, _watch) = cancel::watch_for_cancel(self.store.clone(), id);
@@ -244,6 +252,9 @@ impl Engine {
         let mut replaced = Backoff::new(ctx.settings.retry_initial, ctx.settings.retry_max);
         // Of those, how many were lost before any chunk was acknowledged.
         let mut lost_unused = 0;
+        // Sessions that expired when the measured rate said the file could
+        // not be sent within one: the second fails the job.
+        let mut too_short = 0;
         loop {
             let job = ctx.store.job(id).await?;
             if !named {
@@ -289,6 +300,14 @@ impl Engine {
                 }) => {
                     let acked = ctx.store.job(id).await?.chunks_done;
                     lost_unused = if acked == 0 { lost_unused + 1 } else { 0 };
+                    if let Some(short) = ctx.too_short(&job) {
+                        too_short += 1;
+                        if too_short >= 2 {
+                            let msg = short.failure(ctx.platform.max_rate());
+                            return Ok(ctx.fail(Failure::new(Stage::Upload, msg)).await?);
+                        }
+                        warn!(error = %err, "the session ended before the file was sent: {}; starting over once more", short.describe());
+                    }
                     if replaced.attempts() == 0 {
                         replaced.next_delay(None);
                         warn!(error = %err, "starting a new session from chunk 0");
@@ -444,12 +463,12 @@ impl JobCtx {
         if self.session_expiring(&session) {
             return Err(StepError::SessionExpiring);
         }
-        let acked: HashMap<u64, String> = self
+        let acked: HashMap<u64, ChunkChecksum> = self
             .store
             .acked_chunks(self.id)
             .await?
             .into_iter()
-            .map(|a| (a.index, a.sha256))
+            .map(|a| (a.index, a.checksum))
             .collect();
         let sha256 = pipeline::upload_chunks(self, job, &session, acked).await?;
         self.store
@@ -487,14 +506,15 @@ impl JobCtx {
                 job: job.id,
                 detail: "importing without a dock status id".into(),
             })?;
+        // The first poll after `poll_interval` (short: a small import is
+        // often done at once), then doubling up to `poll_interval_max`.
         let mut interval = self.settings.poll_interval;
         loop {
+            self.sleep(interval).await?;
+            interval = (interval * 2).min(self.settings.poll_interval_max.max(interval));
             let st = self.retry(|| self.platform.dock_status(&dock_id)).await?;
             match st.status {
-                ImportStatus::InProgress => {
-                    self.sleep(interval).await?;
-                    interval = (interval * 2).min(self.settings.poll_interval_max.max(interval));
-                }
+                ImportStatus::InProgress => {}
                 ImportStatus::Success => {
                     self.store
                         .succeed(

@@ -1,58 +1,88 @@
-//! The chunk pipeline of one session: read in order, upload in parallel.
+//! The chunk pipeline of one session: read each chunk once, hand it to the
+//! upload and to the file hasher, upload up to `parallel_chunks` at once.
 //!
-//! Chunks are read one after another (so the whole-file hash sees the bytes in
-//! order) with positioned reads, each hashed on its own and into the file's
-//! hash in the same pass. Up to `parallel_chunks` uploads run while the next
-//! chunk is read, so memory stays near `(parallel_chunks + 2) × chunk_size`.
-//! Chunks the platform already acknowledged are not sent again; those the
-//! saved hash state does not cover are read once more to finish the file's
-//! hash, and their sha256 must match what was acknowledged. A gzip archive's
-//! chunks are also handed, in order, to pre-flight's [`StreamVerifier`],
-//! whose verdict is awaited before the job may complete.
+//! Reads happen on the blocking pool and may overlap; each computes the
+//! chunk's XXH3 (cheap: it only tells a later resume the bytes did not
+//! change). The same buffer goes to the upload and to the hasher thread
+//! ([`FileHasher`]), which hashes the whole file in file order off the send
+//! path: one SHA-256 pass per byte. [`FileHasher`]'s in-order loop is the
+//! single point where chunk bytes are seen in file order: it also offers
+//! them to pre-flight's [`StreamVerifier`] for a gzip archive, whose verdict
+//! is awaited before the job may complete.
+//!
+//! Buffers come from a pool of `parallel_chunks + 2`, taken in chunk order
+//! and given back when both the upload and the hash are done with them, so
+//! memory stays near `(parallel_chunks + 2) × chunk_size` and the chunk the
+//! hasher waits for always has its buffer. Chunks the platform already
+//! acknowledged are not sent again; those the saved hash state does not
+//! cover are read once more to finish the file's hash, and must match the
+//! checksum recorded with their acknowledgement (XXH3, or SHA-256 for
+//! chunks acknowledged before the upgrade).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 use tracing::{debug, Instrument};
 
+use super::hash::{FileHasher, InOrder};
 use super::{ChunkPlan, JobCtx, ResumableSha256, StepError};
-use crate::job::{ChunkAck, HashCheckpoint, Job, SessionRecord};
+use crate::job::{ChunkAck, ChunkChecksum, Job, SessionRecord};
 use crate::preflight::StreamVerifier;
 use crate::source::{SourceError, SourceFile};
 use crate::store::StoreError;
 
-/// Hashing works through a chunk in slices this big, so the chunk's and the
-/// file's hash read each slice while it is still in cache.
-const HASH_SLICE: usize = 256 * 1024;
-
-/// Chunk buffers, reused: at most `parallel_chunks` + 2 are alive at once,
-/// so memory stays bounded whatever the allocator keeps, and no chunk pays
-/// for fresh zeroed pages.
-#[derive(Clone, Default)]
-struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+/// Chunk buffers, reused, at most `limit` out at once: memory stays bounded
+/// whatever the allocator keeps, and no chunk pays for fresh zeroed pages.
+#[derive(Clone)]
+struct BufferPool {
+    free: Arc<Mutex<Vec<Vec<u8>>>>,
+    limit: Arc<Semaphore>,
+}
 
 impl BufferPool {
-    fn take(&self, len: usize) -> Vec<u8> {
+    fn new(limit: usize) -> Self {
+        BufferPool {
+            free: Arc::default(),
+            limit: Arc::new(Semaphore::new(limit)),
+        }
+    }
+
+    /// A right to one buffer; waits while `limit` are out.
+    async fn reserve(&self) -> OwnedSemaphorePermit {
+        self.limit
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the pool's semaphore is never closed")
+    }
+
+    fn take(&self, len: usize, permit: OwnedSemaphorePermit) -> Pooled {
         let mut buf = self
-            .0
+            .free
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop()
             .unwrap_or_default();
         // Every byte is overwritten by the read; only a first use zeroes.
         buf.resize(len, 0);
-        buf
+        Pooled {
+            buf,
+            pool: self.clone(),
+            _permit: permit,
+        }
     }
 }
 
 /// A pooled buffer behind a `Bytes`: back to the pool when the last clone
-/// of the `Bytes` (the request body's included) is dropped.
+/// of the `Bytes` (the request body's and the hasher's included) is dropped.
 struct Pooled {
     buf: Vec<u8>,
     pool: BufferPool,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl AsRef<[u8]> for Pooled {
@@ -65,55 +95,58 @@ impl Drop for Pooled {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
         self.pool
-            .0
+            .free
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(buf);
     }
 }
 
-struct ReadChunk {
-    index: u64,
-    data: Bytes,
-    sha256: String,
-    /// The file hash after this chunk, when this read advanced it.
-    checkpoint: Option<HashCheckpoint>,
+/// What a chunk is read for.
+enum Purpose {
+    /// Not acknowledged: upload it.
+    Upload,
+    /// Acknowledged with this checksum; read again only for the file hash.
+    Verify(ChunkChecksum),
 }
 
+/// Reads chunk `index` into a pooled buffer; its checksum (XXH3 for an
+/// upload, the acknowledgement's kind for a verification).
 fn read_chunk(
-    pool: &BufferPool,
+    buf: Pooled,
     src: &SourceFile,
     plan: ChunkPlan,
     index: u64,
-    hasher: &mut ResumableSha256,
-    advance_file_hash: bool,
-) -> Result<ReadChunk, SourceError> {
-    let (offset, len) = plan.range(index);
-    let mut buf = pool.take(len);
-    src.read_exact_at(&mut buf, offset)?;
-    let mut chunk_hash = Sha256::new();
-    for slice in buf.chunks(HASH_SLICE) {
-        chunk_hash.update(slice);
-        if advance_file_hash {
-            hasher.update(slice);
-        }
-    }
-    Ok(ReadChunk {
-        index,
-        data: Bytes::from_owner(Pooled {
-            buf,
-            pool: pool.clone(),
-        }),
-        sha256: hex::encode(chunk_hash.finalize()),
-        checkpoint: advance_file_hash.then(|| HashCheckpoint {
-            chunks: index + 1,
-            state: hasher.save(),
-        }),
-    })
+    purpose: &Purpose,
+) -> Result<(Bytes, ChunkChecksum), SourceError> {
+    let (offset, _) = plan.range(index);
+    let mut buf = buf;
+    src.read_exact_at(&mut buf.buf, offset)?;
+    let sum = match purpose {
+        Purpose::Upload => ChunkChecksum::xxh3(&buf.buf),
+        Purpose::Verify(want) => want.same_kind_of(&buf.buf),
+    };
+    Ok((Bytes::from_owner(buf), sum))
 }
 
 fn joined(r: Result<Result<(), StepError>, JoinError>) -> Result<(), StepError> {
     r.map_err(|e| StepError::Task(format!("chunk task: {e}")))?
+}
+
+/// What every chunk task of one run shares.
+struct Run {
+    ctx: JobCtx,
+    job_path: std::path::PathBuf,
+    src: Arc<SourceFile>,
+    plan: ChunkPlan,
+    session: SessionRecord,
+    session_id: Arc<str>,
+    file_name: Arc<str>,
+    hasher: FileHasher,
+    /// Uploads in flight at once: `parallel_chunks`.
+    uploads: Semaphore,
+    /// Bytes acknowledged in this run, and since when: the session's pace.
+    started: Instant,
 }
 
 /// Uploads every chunk of `job` not in `acked` into `session`; returns the
@@ -122,7 +155,7 @@ pub(super) async fn upload_chunks(
     ctx: &JobCtx,
     job: &Job,
     session: &SessionRecord,
-    acked: HashMap<u64, String>,
+    acked: HashMap<u64, ChunkChecksum>,
 ) -> Result<String, StepError> {
     let plan = ChunkPlan::new(job.size(), job.chunk_size);
     let total = plan.chunks();
@@ -141,8 +174,20 @@ pub(super) async fn upload_chunks(
     let src =
         Arc::new(tokio::task::spawn_blocking(move || SourceFile::open(&path, &identity)).await??);
 
+    // Pre-flight of a gzip archive's whole stream: the hasher thread offers
+    // it the chunks in file order; its verdict is awaited before `complete`.
+    let verifier = match ctx.settings.preflight {
+        true => StreamVerifier::start(src.clone(), &job.file_name, job.size()).await?,
+        false => None,
+    };
+    let in_order = verifier.as_ref().map(|v| {
+        let offers = v.offers();
+        Box::new(move |index: u64, data: &Bytes| offers.offer(plan.range(index).0, data.clone()))
+            as InOrder
+    });
+
     // Resume the file hash where the saved state left it, if it is sound.
-    let (mut hasher, hashed_through) = job
+    let (hasher, hashed_through) = job
         .hash_checkpoint
         .as_ref()
         .and_then(|cp| {
@@ -157,81 +202,89 @@ pub(super) async fn upload_chunks(
         p.chunks_done = acked.len() as u64;
         p.bytes_done = done_bytes;
     });
+    ctx.pace.begin();
 
-    // Pre-flight of a gzip archive's whole stream, fed each chunk read.
-    let mut verifier = match ctx.settings.preflight {
-        true => StreamVerifier::start(src.clone(), &job.file_name, job.size()).await?,
-        false => None,
-    };
-
-    let session_id: Arc<str> = session.session_id.as_str().into();
-    let file_name: Arc<str> = part_name(&job.file_name).into();
     let parallel = ctx.settings.parallel_chunks.max(1);
-    let mut inflight: JoinSet<Result<(), StepError>> = JoinSet::new();
+    let run = Arc::new(Run {
+        ctx: ctx.clone(),
+        job_path: job.path.clone(),
+        src: src.clone(),
+        plan,
+        session: session.clone(),
+        session_id: session.session_id.as_str().into(),
+        file_name: part_name(&job.file_name).into(),
+        hasher: FileHasher::start(hasher, hashed_through, in_order)
+            .map_err(|e| StepError::Task(format!("cannot start the file hash thread: {e}")))?,
+        uploads: Semaphore::new(parallel),
+        started: Instant::now(),
+    });
+    // One buffer per upload in flight, one being read, one the hasher may
+    // still be finishing.
+    let pool = BufferPool::new(parallel + 2);
+    let mut tasks: JoinSet<Result<(), StepError>> = JoinSet::new();
     let mut cancelled = false;
-    let pool = BufferPool::default();
+    let mut first_err = None;
 
     for index in 0..total {
         if ctx.cancel.is_cancelled() {
             cancelled = true;
             break;
         }
-        let upload = !acked.contains_key(&index);
-        let advance = index >= hashed_through;
-        if !upload && !advance {
-            continue;
+        // A corrupt stream: nothing more is worth sending (the verdict
+        // comes from `finish` below).
+        if verifier.as_ref().is_some_and(StreamVerifier::stopped) {
+            break;
         }
-        if upload && ctx.session_expiring(session) {
-            return Err(StepError::SessionExpiring);
+        let purpose = match acked.get(&index) {
+            None => Purpose::Upload,
+            Some(_) if index < hashed_through => continue,
+            Some(sum) => Purpose::Verify(sum.clone()),
+        };
+        if matches!(purpose, Purpose::Upload) && ctx.session_expiring(session) {
+            first_err = Some(StepError::SessionExpiring);
+            break;
         }
-        // Reading happens while earlier chunks are on the wire.
-        let src2 = src.clone();
-        let pool2 = pool.clone();
-        let mut h = std::mem::take(&mut hasher);
-        let (chunk, h) = tokio::task::spawn_blocking(move || {
-            read_chunk(&pool2, &src2, plan, index, &mut h, advance).map(|c| (c, h))
-        })
-        .await??;
-        hasher = h;
-        if let Some(v) = verifier.as_mut() {
-            v.feed(plan.range(index).0, chunk.data.clone()).await?;
-        }
-
-        if !upload {
-            if acked.get(&index) != Some(&chunk.sha256) {
-                return Err(SourceError::ChunkChanged {
-                    path: job.path.clone(),
-                    index,
+        // Taken in chunk order: the chunk the hasher needs next always
+        // holds a buffer already.
+        let permit = loop {
+            tokio::select! {
+                p = pool.reserve() => break Some(p),
+                Some(r) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = joined(r) {
+                        first_err = Some(e);
+                        break None;
+                    }
                 }
-                .into());
             }
-            continue;
-        }
-        while let Some(r) = inflight.try_join_next() {
-            joined(r)?;
-        }
-        while inflight.len() >= parallel {
-            if let Some(r) = inflight.join_next().await {
-                joined(r)?;
+        };
+        let Some(permit) = permit else { break };
+        while let Some(r) = tasks.try_join_next() {
+            if let Err(e) = joined(r) {
+                first_err.get_or_insert(e);
             }
         }
+        if first_err.is_some() {
+            break;
+        }
+        let buf = pool.take(plan.range(index).1, permit);
+        let advance = index >= hashed_through;
         let span = tracing::debug_span!("chunk", index);
-        inflight.spawn(
-            upload_one(ctx.clone(), session_id.clone(), file_name.clone(), chunk).instrument(span),
-        );
+        tasks.spawn(chunk_task(run.clone(), index, buf, purpose, advance).instrument(span));
     }
 
     // Let chunks already on the wire finish, even when stopping: each one
     // acknowledged now is one fewer to send after the restart.
-    let mut first_err = None;
-    while let Some(r) = inflight.join_next().await {
+    if first_err.is_some() {
+        tasks.abort_all();
+    }
+    while let Some(r) = tasks.join_next().await {
         match joined(r) {
             Ok(()) => {}
             Err(StepError::Cancelled) => cancelled = true,
             Err(e) => {
                 if first_err.is_none() {
                     first_err = Some(e);
-                    inflight.abort_all();
+                    tasks.abort_all();
                 }
             }
         }
@@ -242,13 +295,62 @@ pub(super) async fn upload_chunks(
     if cancelled {
         return Err(StepError::Cancelled);
     }
+    let run = Arc::into_inner(run)
+        .ok_or_else(|| StepError::Task("chunk tasks outlived the run".into()))?;
+    let hasher = run.hasher;
+    let (hash, unchanged) =
+        tokio::task::spawn_blocking(move || (hasher.finish(), src.check_unchanged())).await?;
+    unchanged?;
     // Nothing is completed before the whole stream is known good.
     if let Some(v) = verifier {
         v.finish().await?;
     }
-    let src2 = src.clone();
-    tokio::task::spawn_blocking(move || src2.check_unchanged()).await??;
-    Ok(hasher.finalize_hex())
+    Ok(hash.map_err(StepError::Task)?.finalize_hex())
+}
+
+/// One chunk: read it, give it to the hasher, then upload it (or check it
+/// against its acknowledgement).
+async fn chunk_task(
+    run: Arc<Run>,
+    index: u64,
+    buf: Pooled,
+    purpose: Purpose,
+    advance: bool,
+) -> Result<(), StepError> {
+    let r = run.clone();
+    let (data, sum, purpose) = tokio::task::spawn_blocking(move || {
+        read_chunk(buf, &r.src, r.plan, index, &purpose).map(|(d, s)| (d, s, purpose))
+    })
+    .await??;
+    if advance {
+        run.hasher.feed(index, data.clone());
+    }
+    match purpose {
+        Purpose::Verify(want) => {
+            if sum != want {
+                return Err(SourceError::ChunkChanged {
+                    path: run.job_path.clone(),
+                    index,
+                }
+                .into());
+            }
+            Ok(())
+        }
+        Purpose::Upload => {
+            let _slot = run
+                .uploads
+                .acquire()
+                .await
+                .map_err(|e| StepError::Task(e.to_string()))?;
+            if run.ctx.cancel.is_cancelled() {
+                return Err(StepError::Cancelled);
+            }
+            if run.ctx.session_expiring(&run.session) {
+                return Err(StepError::SessionExpiring);
+            }
+            upload_one(&run, index, data, sum).await
+        }
+    }
 }
 
 /// The name the chunk's file part carries. It travels in a multipart
@@ -263,32 +365,37 @@ fn part_name(file_name: &str) -> String {
 }
 
 async fn upload_one(
-    ctx: JobCtx,
-    session_id: Arc<str>,
-    file_name: Arc<str>,
-    chunk: ReadChunk,
+    run: &Run,
+    index: u64,
+    data: Bytes,
+    checksum: ChunkChecksum,
 ) -> Result<(), StepError> {
-    let ReadChunk {
-        index,
-        data,
-        sha256,
-        checkpoint,
-    } = chunk;
+    let ctx = &run.ctx;
     let size = data.len() as u64;
     ctx.retry(|| {
         ctx.platform
-            .upload_chunk(&session_id, index, &file_name, data.clone())
+            .upload_chunk(&run.session_id, index, &run.file_name, data.clone())
     })
     .await?;
     drop(data);
     let ack = ChunkAck {
         index,
         size,
-        sha256,
+        checksum,
     };
+    // The file hash as far as the hasher got in order: it may cover chunks
+    // not acknowledged yet, which a resume re-reads for upload only.
+    let checkpoint = run.hasher.checkpoint();
     ctx.store
-        .ack_chunk(ctx.id, &ctx.hold, &session_id, &ack, checkpoint.as_ref())
+        .ack_chunk(
+            ctx.id,
+            &ctx.hold,
+            &run.session_id,
+            &ack,
+            checkpoint.as_ref(),
+        )
         .await?;
+    ctx.pace.acked(size, run.started.elapsed());
     ctx.metrics.bytes_uploaded.inc_by(size);
     ctx.metrics.chunks_uploaded.inc();
     ctx.progress.send_modify(|p| {

@@ -1,5 +1,7 @@
 //! Sessions of a job: starting one (after checking the file is still the
-//! job's), and judging by the local clock whether one is about to expire. A
+//! job's, and warning when the link is unlikely to fill it in time), and
+//! judging by the local clock whether one is about to expire or was too
+//! short for the link. A
 //! session already expired by our clock when it arrives is used anyway: the
 //! clocks disagree, and the platform's 404/410 decides when it ends.
 
@@ -7,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
+use super::pace::{judge, TooShort};
 use super::{JobCtx, StepError};
 use crate::job::{Job, SessionRecord};
 use crate::platform::StartRequest;
@@ -67,7 +70,44 @@ impl JobCtx {
             .start_session(self.id, &self.hold, &record, &model_id)
             .await?;
         info!(session_id = %info.session_id, model_id = %model_id, chunks = job.chunks_total, "import session started");
+        if let Some(short) = self.short_for(job.size(), &record) {
+            warn!(session_id = %info.session_id, "this session is unlikely to last until the file is sent: {}", short.describe());
+        }
         Ok(())
+    }
+
+    /// The best rate to expect: the one measured over the last session,
+    /// and no more than `upload.max_rate`.
+    fn expected_rate(&self) -> Option<f64> {
+        let limit = self.platform.max_rate();
+        let limit = (limit > 0).then_some(limit as f64);
+        match (self.pace.rate(), limit) {
+            (Some(r), Some(l)) => Some(r.min(l)),
+            (r, l) => r.or(l),
+        }
+    }
+
+    /// Whether `session` is too short to send `size` bytes at the rate
+    /// expected.
+    fn short_for(&self, size: u64, session: &SessionRecord) -> Option<TooShort> {
+        let lifetime = session
+            .expires_at?
+            .duration_since(session.started_at)
+            .ok()?;
+        judge(
+            size,
+            self.expected_rate()?,
+            lifetime,
+            self.settings.session_margin,
+        )
+    }
+
+    /// For a session of `job` that just ended before its last chunk: was it
+    /// too short for the rate measured over it? Only a measurement counts
+    /// here: a limit alone does not say the link was that slow.
+    pub(super) fn too_short(&self, job: &Job) -> Option<TooShort> {
+        self.pace.rate()?;
+        self.short_for(job.size(), job.session.as_ref()?)
     }
 
     /// Whether the session is within the safety margin of its expiry. The

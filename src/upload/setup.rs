@@ -27,6 +27,7 @@ pub async fn platform_setup(
         let key = config.load_api_key()?;
         let client = PlatformClient::new(&settings(config.base_url()?), key)
             .context("cannot set up the HTTP client")?;
+        client.set_max_rate(config.upload.max_rate);
         return Ok((client, None));
     }
     let opts = EmulatorOptions {
@@ -47,5 +48,6 @@ pub async fn platform_setup(
     let url = reqwest::Url::parse(&handle.base_url()).context("emulator address")?;
     let client =
         PlatformClient::new(&settings(url), key).context("cannot set up the HTTP client")?;
+    client.set_max_rate(config.upload.max_rate);
     Ok((client, Some(handle)))
 }

@@ -45,6 +45,10 @@ pub struct EmulatorOptions {
     pub discard: bool,
     /// A chunk's file part larger than this is answered with 413.
     pub max_chunk_size: u64,
+    /// Hash each received chunk (its report's `sha256`). Benchmarks turn it
+    /// off so the client's own costs show; the report's `sha256` is then
+    /// empty. The assembled archive is hashed either way.
+    pub hash_chunks: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -63,6 +67,7 @@ impl Default for EmulatorOptions {
             import_polls: 2,
             discard: false,
             max_chunk_size: 256 * 1024 * 1024,
+            hash_chunks: true,
         }
     }
 }
@@ -83,6 +88,7 @@ impl fmt::Debug for EmulatorOptions {
             .field("import_polls", &self.import_polls)
             .field("discard", &self.discard)
             .field("max_chunk_size", &self.max_chunk_size)
+            .field("hash_chunks", &self.hash_chunks)
             .finish()
     }
 }

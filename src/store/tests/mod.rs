@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::job::{
-    ChunkAck, Failure, HashCheckpoint, JobId, JobState, NewJob, SessionRecord, Stage,
+    ChunkAck, ChunkChecksum, Failure, HashCheckpoint, JobId, JobState, NewJob, SessionRecord, Stage,
 };
 use crate::source::FileIdentity;
 
@@ -56,7 +56,7 @@ fn ack(i: u64) -> ChunkAck {
     ChunkAck {
         index: i,
         size: 1024,
-        sha256: format!("{i:064x}"),
+        checksum: ChunkChecksum::Xxh3(i),
     }
 }
 

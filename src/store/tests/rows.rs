@@ -93,12 +93,12 @@ async fn a_job_reads_back_field_by_field_by_column_name() {
             ChunkAck {
                 index: 0,
                 size: 2048,
-                sha256: "c0".into()
+                checksum: ChunkChecksum::Sha256("c0".into())
             },
             ChunkAck {
                 index: 2,
                 size: 952,
-                sha256: "c2".into()
+                checksum: ChunkChecksum::Sha256("c2".into())
             }
         ]
     );

@@ -199,3 +199,22 @@ async fn discard_mode_hashes_and_keeps_nothing() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "discard mode wrote {left:?}");
 }
+
+#[tokio::test]
+async fn chunk_hashing_can_be_switched_off_for_benchmarks() {
+    let emu = emulator(EmulatorOptions {
+        discard: true,
+        hash_chunks: false,
+        import_polls: 0,
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let api = Api::new(&emu);
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let sid = api.start_ok(&start_body("bench.bin", data.len(), 2)).await;
+    api.upload_all(&sid, &data, 100_000).await;
+    let s = session(&emu.report(), &sid);
+    assert_eq!(s.bytes_held(), data.len() as u64, "chunks still counted");
+    assert!(s.chunks.values().all(|c| c.sha256.is_empty()), "not hashed");
+    emu.shutdown().await;
+}
