@@ -83,7 +83,9 @@ async fn sessions_lost_before_any_chunk_hold_the_job_with_the_error_in_status() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(error.contains("expired"), "the platform's reason: {error}");
+    // The last loss is the platform's 410 ("expired") or, as likely with a
+    // 1 ms lifetime, the local clock's ("about to expire").
+    assert!(error.contains("expire"), "the reason: {error}");
     proc.sigterm();
     let r = proc.finish().await;
     assert_eq!(r.code, 130, "{}", r.stderr);
