@@ -7,8 +7,6 @@
 //! whether the platform answers and accepts the key). [`serve`] exposes
 //! both on `telemetry.metrics_listen` when that is set.
 
-mod health;
-
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -28,7 +26,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-pub use health::{PlatformStats, Readiness, CALLS};
+pub use crate::platform::stats::{PlatformStats, Readiness, CALLS};
 
 use crate::job::JobState;
 

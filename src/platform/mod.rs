@@ -11,6 +11,7 @@
 
 mod error;
 pub mod sanitize;
+pub mod stats;
 pub mod throttle;
 pub mod wire;
 
@@ -25,12 +26,12 @@ use tokio::time::Instant;
 
 pub use error::{ErrorKind, Op, PlatformError};
 pub use sanitize::{IdKind, PlatformId, PlatformText};
+pub use stats::PlatformStats;
 pub use wire::{CompleteInfo, DockStatus, ImportStatus, SessionInfo, StartRequest};
 
 use sanitize::Sanitizer;
 use wire::WireError;
 
-use crate::metrics::PlatformStats;
 use crate::secret::Secret;
 
 /// Largest answer body read; the platform's answers are small JSON.
