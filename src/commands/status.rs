@@ -44,6 +44,9 @@ pub struct JobView {
     pub filing: Option<String>,
     pub filed_to: Option<String>,
     pub filing_error: Option<String>,
+    /// Fleet mode: the instance holding the job (or that held it last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -90,11 +93,18 @@ impl From<&Job> for JobView {
                 .and_then(|f| f.dest.as_ref())
                 .map(|d| d.display().to_string()),
             filing_error: j.filing_error.clone(),
+            instance: j.instance.clone(),
         }
     }
 }
 
 pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
+    if config.state.url.is_some() {
+        // Fleet mode: the shared database holds every instance's jobs.
+        let store = Store::from_config(config).await?;
+        let views: Vec<JobView> = store.jobs().await?.iter().map(JobView::from).collect();
+        return show(&views, json, &store.path().display().to_string());
+    }
     let db = config.database_path();
     // A missing state folder or database means no jobs yet. Anything else
     // that stops the look (no permission on the folder, a file where a
@@ -109,16 +119,21 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
         Vec::new()
     };
     let views: Vec<JobView> = jobs.iter().map(JobView::from).collect();
+    if !exists && !json {
+        println!("no jobs yet: {} does not exist", Escaped::path(&db));
+        return Ok(exit::SUCCESS);
+    }
+    show(&views, json, &Escaped::path(&db).to_string())
+}
+
+/// Prints the jobs of the database `db`, as a table or JSON.
+fn show(views: &[JobView], json: bool, db: &str) -> anyhow::Result<u8> {
     if json {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(exit::SUCCESS);
     }
-    if !exists {
-        println!("no jobs yet: {} does not exist", Escaped::path(&db));
-        return Ok(exit::SUCCESS);
-    }
     if views.is_empty() {
-        println!("no jobs in {}", Escaped::path(&db));
+        println!("no jobs in {db}");
         return Ok(exit::SUCCESS);
     }
     let mut counts: Vec<String> = Vec::new();
@@ -134,7 +149,7 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
         "{:>5}  {:<10}  {:>13}  {:>23}  {:<40}  FILE",
         "ID", "STATE", "CHUNKS", "BYTES", "MODEL ID"
     );
-    for v in &views {
+    for v in views {
         println!(
             "{:>5}  {:<10}  {:>13}  {:>23}  {:<40}  {}",
             v.id,
@@ -146,6 +161,9 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<u8> {
         );
         if let Some(ds) = &v.dock_status_id {
             println!("{:>7}dock status: {}", "", Escaped::str(ds));
+        }
+        if let Some(i) = &v.instance {
+            println!("{:>7}instance: {}", "", Escaped::str(i));
         }
         if let Some(e) = &v.filing_error {
             println!("{:>7}{}", "", Escaped::str(e));

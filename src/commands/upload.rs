@@ -71,7 +71,7 @@ pub async fn run(
     }
 
     let (platform, emulator) = platform_setup(&config).await?;
-    let store = Store::open(config.state.dir.clone()).await?;
+    let store = Store::from_config(&config).await?;
 
     let file = NewJob {
         path: path.clone(),

@@ -56,6 +56,8 @@ pub struct Job {
     pub filing: Option<Filing>,
     /// The last filing error, while filing keeps failing.
     pub filing_error: Option<String>,
+    /// Fleet mode: the instance holding the job (or that held it last).
+    pub instance: Option<String>,
 }
 
 impl Job {

@@ -59,8 +59,14 @@ pub async fn admit(
     policy: Policy<'_>,
 ) -> Result<Admission, StoreError> {
     let known = store
-        .find_by_identity(&file.identity, &file.file_context, file.is_adapter)
+        .find_by_identity(
+            &file.path,
+            &file.identity,
+            &file.file_context,
+            file.is_adapter,
+        )
         .await?;
+    let seen = known.as_ref().map(|j| j.id);
     if let Some(job) = known {
         let again = match job.state {
             s if !s.is_terminal() => return Ok(Admission::Resume(job)),
@@ -92,7 +98,12 @@ pub async fn admit(
             }
         }
     }
-    let id = store.admit(&file).await?;
+    let id = match store.admit_unless_newer(&file, seen).await? {
+        Ok(id) => id,
+        // Another instance admitted the file first: its job is the file's.
+        Err(job) if job.state.is_terminal() => return Ok(Admission::Settled(job)),
+        Err(job) => return Ok(Admission::Resume(job)),
+    };
     let job = store.job(id).await?;
     Ok(Admission::New { job, superseded })
 }

@@ -63,6 +63,7 @@ fn full_job() -> Job {
             filed_at: Some(from_ms(1008)),
         }),
         filing_error: Some("disk full".into()),
+        instance: None,
     }
 }
 
