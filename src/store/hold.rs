@@ -75,6 +75,15 @@ impl Hold {
         }
     }
 
+    /// Test hook: the renewal task stops, as in a process frozen or cut
+    /// off from the database, while the hold itself stays.
+    #[cfg(test)]
+    pub(crate) fn stop_renewing(&self) {
+        if let Proof::Lease(lease) = &self.0.proof {
+            lease.stop_renewing();
+        }
+    }
+
     /// The lease's fence, for a PostgreSQL write.
     pub(super) fn fence(&self) -> Result<Fence<'_>> {
         match &self.0.proof {

@@ -215,6 +215,11 @@ impl Lease {
         Instant::now() + self.backend.margin() < until
     }
 
+    #[cfg(test)]
+    pub(crate) fn stop_renewing(&self) {
+        self.done.cancel();
+    }
+
     /// Ends renewals and gives the lease up.
     pub(crate) async fn release(&self) {
         self.done.cancel();

@@ -137,9 +137,16 @@ impl Drop for Conn {
     }
 }
 
+/// Whether the database is on this host. A `postgresql://` URL's host is
+/// opaque to the URL parser (not a special scheme), so an address comes as
+/// a "domain" and is parsed here.
 fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_start_matches('[').trim_end_matches(']');
+            d.eq_ignore_ascii_case("localhost")
+                || d.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+        }
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),
         None => false,
@@ -162,4 +169,22 @@ fn tls_connector() -> Result<MakeRustlsConnect> {
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn only_this_host_goes_without_tls() {
+        for (url, local) in [
+            ("postgresql://m@127.0.0.1:5432/db", true),
+            ("postgresql://m@localhost/db", true),
+            ("postgresql://m@[::1]:5432/db", true),
+            ("postgresql://m@10.0.0.5/db", false),
+            ("postgresql://m@db.internal/db", false),
+        ] {
+            assert_eq!(is_loopback(&url::Url::parse(url).unwrap()), local, "{url}");
+        }
+    }
 }

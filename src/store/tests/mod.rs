@@ -4,6 +4,7 @@
 mod filing;
 mod hold;
 mod jobs;
+mod pg;
 mod rows;
 
 use std::path::{Path, PathBuf};
