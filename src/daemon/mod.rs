@@ -290,8 +290,14 @@ impl Daemon {
                 self.queue.delay(id, Instant::now() + LOCAL_ERROR_RETRY);
             }
             Ok(Outcome::Busy) => {
-                // Another process (a foreground `upload`) has it; look again later.
-                self.queue.delay(id, Instant::now() + BUSY_RETRY);
+                // Another process (a foreground `upload`, another instance)
+                // has it; look again later: in fleet mode within a lease,
+                // so a holder that died is replaced soon after its lease.
+                let wait = match self.store.instance() {
+                    Some(_) => BUSY_RETRY.min(self.config.fleet.lease),
+                    None => BUSY_RETRY,
+                };
+                self.queue.delay(id, Instant::now() + wait);
             }
             Ok(Outcome::Interrupted) => self.requeue_unfinished(id).await?,
             Ok(Outcome::AuthRejected(msg)) => {

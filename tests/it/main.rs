@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 mod daemon;
+mod fleet;
 mod hardening_config;
 mod hardening_engine;
 mod hardening_files;

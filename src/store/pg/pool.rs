@@ -51,6 +51,16 @@ impl Pool {
         }
         config.application_name(&format!("modelferry {}", opts.instance));
         config.connect_timeout(CONNECT_TIMEOUT);
+        // A holder frozen inside a transaction (SIGSTOP, a paused VM) keeps
+        // its row locks while its connection lives, and a locked job cannot
+        // be taken over. Our transactions last milliseconds: the server
+        // ends a session left idle in one for a third of a lease.
+        let idle_ms = (opts.lease / 3).max(Duration::from_secs(1)).as_millis();
+        let options = format!(
+            "{} -c idle_in_transaction_session_timeout={idle_ms}",
+            config.get_options().unwrap_or_default()
+        );
+        config.options(options.trim());
         config.keepalives_idle(Duration::from_secs(30));
         let tls = if is_loopback(&opts.url) {
             None
