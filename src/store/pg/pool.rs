@@ -49,7 +49,7 @@ impl Pool {
         if let Some(p) = &opts.password {
             config.password(p.expose());
         }
-        config.application_name(&format!("modelferry {}", opts.instance));
+        config.application_name(format!("modelferry {}", opts.instance));
         config.connect_timeout(CONNECT_TIMEOUT);
         // A holder frozen inside a transaction (SIGSTOP, a paused VM) keeps
         // its row locks while its connection lives, and a locked job cannot
