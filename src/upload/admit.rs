@@ -81,7 +81,12 @@ pub async fn admit(
     if let Some(running) = policy.supersede_unless_running {
         let older = store.unfinished_for_path(&file.path).await?;
         for old in older {
-            if old.state == JobState::Queued && !running(old.id) {
+            // A job of this very file (admitted meanwhile by another
+            // instance in fleet mode) is not an earlier version of it.
+            let same_file = old.identity.matches(&file.identity)
+                && old.file_context == file.file_context
+                && old.is_adapter == file.is_adapter;
+            if old.state == JobState::Queued && !running(old.id) && !same_file {
                 // A process driving the job (an `upload`) keeps it.
                 let hold = match store.hold(old.id).await {
                     Ok(hold) => hold,

@@ -13,7 +13,7 @@ use modelferry_emulator::EmulatorOptions;
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::support::{file_name, make_tar, run, wait_until, Env, Proc, Run, Settings};
+use crate::support::{file_name, make_tar, run, Env, Proc, Run, Settings};
 
 /// Short, so takeovers happen within a test's patience.
 const LEASE: &str = "3s";
@@ -137,6 +137,26 @@ async fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Waits until `n` receipts are in the done folder; on timeout prints the
+/// jobs table and what every instance in `procs` said, then fails.
+async fn await_receipts(f: &Fleet, n: usize, limit: Duration, procs: &mut Vec<Proc>) {
+    let start = Instant::now();
+    while f.receipts() != n {
+        if start.elapsed() > limit {
+            println!(
+                "DB: {}",
+                f.query("SELECT id, state, instance, lease_token, lease_expires_at, filing, now() FROM jobs ORDER BY id")
+            );
+            for p in procs.drain(..) {
+                p.sigterm();
+                println!("--- an instance said:\n{}", p.finish().await.all());
+            }
+            panic!("{} receipts of {n}", f.receipts());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn job_by_id(jobs: &[Value], id: i64) -> &Value {
     jobs.iter()
         .find(|j| j["id"] == id)
@@ -177,10 +197,8 @@ async fn three_instances_import_each_file_once_and_finish_a_killed_ones_jobs() {
     let killed = victim.kill9().await;
     no_password(&killed);
 
-    wait_until(Duration::from_secs(120), "12 receipts", || {
-        f.receipts() == 12
-    })
-    .await;
+    let mut others = Vec::from(others);
+    await_receipts(&f, 12, Duration::from_secs(90), &mut others).await;
     let jobs = f.status().await;
     assert_eq!(jobs.len(), 12, "one job per file: {jobs:#?}");
     for j in &jobs {
@@ -248,21 +266,9 @@ async fn an_instance_frozen_past_its_lease_sends_nothing_more_and_files_nothing(
     signal(frozen.pid(), "STOP").await;
 
     // The other instance takes the job over after the lease and finishes it.
-    let start = Instant::now();
-    while f.receipts() != 1 {
-        if start.elapsed() > Duration::from_secs(90) {
-            println!(
-                "DB: {}",
-                f.query(
-                    "SELECT id, state, instance, lease_token, lease_expires_at, now() FROM jobs"
-                )
-            );
-            other.sigterm();
-            let r = other.finish().await;
-            panic!("no receipt; the other instance said:\n{}", r.all());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut procs = vec![other];
+    await_receipts(&f, 1, Duration::from_secs(90), &mut procs).await;
+    let other = procs.pop().unwrap();
     let jobs = f.status().await;
     let job = job_by_id(&jobs, id);
     assert_eq!(job["state"], "succeeded");
@@ -328,11 +334,12 @@ async fn two_instances_seeing_one_new_file_make_one_job() {
     let tmp = f.env.drop_dir().join("new.tar.part");
     make_tar(&tmp, 256 << 10, 3);
     std::fs::rename(&tmp, f.env.drop_dir().join("new.tar")).unwrap();
-    wait_until(Duration::from_secs(60), "the receipt", || f.receipts() == 1).await;
+    let mut procs = vec![a, b];
+    await_receipts(&f, 1, Duration::from_secs(60), &mut procs).await;
     let jobs = f.status().await;
     assert_eq!(jobs.len(), 1, "{jobs:#?}");
     assert_eq!(f.env.report().sessions_for_file("new.tar").len(), 1);
-    for p in [a, b] {
+    for p in procs {
         p.sigterm();
         no_password(&p.finish().await);
     }

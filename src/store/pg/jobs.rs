@@ -24,7 +24,7 @@ pub(crate) struct Fence<'a> {
     pub token: i64,
 }
 
-type Args<'a> = Vec<&'a (dyn ToSql + Sync)>;
+pub(super) type Args<'a> = Vec<&'a (dyn ToSql + Sync)>;
 
 /// The identity filter of fleet mode: the path (watch folder and name),
 /// inode, size and mtime, never the device number, which differs per host
@@ -428,76 +428,9 @@ impl PgBackend {
         }
         Ok(())
     }
-
-    // Filing: the filer holds the job (see the daemon's filing step); the
-    // guards are the filing rules, as in SQLite.
-
-    /// Moves a finished job's filing to `to`; the job as it was when refused.
-    async fn filing_step(
-        &self,
-        id: JobId,
-        to: FilingState,
-        set: &str,
-        args: &[&(dyn ToSql + Sync)],
-    ) -> Result<std::result::Result<(), Job>> {
-        let sql = format!(
-            "UPDATE jobs AS j SET filing = $1{sep}{set} \
-             WHERE j.id = $2 AND {finished} AND {from}",
-            sep = if set.is_empty() { "" } else { ", " },
-            finished = state_in(&JobState::FINISHED),
-            from = filing_in(FilingState::sources(to)),
-        );
-        let to_text = to.as_str();
-        let mut all: Args = vec![&to_text, &id];
-        all.extend_from_slice(args);
-        let conn = self.0.pool.get().await?;
-        if conn.execute(&sql, &all).await.map_err(pg_error)? == 0 {
-            drop(conn);
-            return Ok(Err(self.job(id).await?));
-        }
-        Ok(Ok(()))
-    }
-
-    pub(crate) async fn plan_filing(&self, id: JobId, dest: Option<&Path>) -> Result<()> {
-        let dest = dest.map(text).transpose()?;
-        match self
-            .filing_step(id, FilingState::Pending, "filing_dest = $3", &[&dest])
-            .await?
-        {
-            Ok(()) => Ok(()),
-            Err(job) if job.filing.is_some() => Ok(()),
-            Err(job) => Err(crate::store::filing::refused(&job, FilingState::Pending)),
-        }
-    }
-
-    pub(crate) async fn finish_filing(&self, id: JobId, state: FilingState) -> Result<()> {
-        let now = to_ms(SystemTime::now());
-        match self
-            .filing_step(id, state, "filing_error = NULL, filed_at = $3", &[&now])
-            .await?
-        {
-            Ok(()) => Ok(()),
-            Err(job) => Err(crate::store::filing::refused(&job, state)),
-        }
-    }
-
-    pub(crate) async fn note_filing_error(&self, id: JobId, error: &str) -> Result<()> {
-        let conn = self.0.pool.get().await?;
-        let changed = conn
-            .execute(
-                "UPDATE jobs SET filing_error = $2, updated_at = $3 WHERE id = $1",
-                &[&id, &error, &to_ms(SystemTime::now())],
-            )
-            .await
-            .map_err(pg_error)?;
-        if changed == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        Ok(())
-    }
 }
 
-async fn select_on(
+pub(super) async fn select_on(
     c: &impl GenericClient,
     filter: &str,
     args: &[&(dyn ToSql + Sync)],
@@ -579,7 +512,7 @@ async fn refusal(
 
 /// Paths are stored and shown as text: one that is not UTF-8 would be
 /// stored altered and never found again.
-fn text(p: &Path) -> Result<String> {
+pub(super) fn text(p: &Path) -> Result<String> {
     p.to_str()
         .map(str::to_string)
         .ok_or_else(|| StoreError::NotUtf8(p.to_path_buf()))

@@ -83,7 +83,8 @@ impl PgBackend {
             .await
             .map_err(pg_error)?;
         tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS modelferry_schema (version BIGINT NOT NULL); \
+            "SET LOCAL client_min_messages = warning; \
+             CREATE TABLE IF NOT EXISTS modelferry_schema (version BIGINT NOT NULL); \
              INSERT INTO modelferry_schema (version) \
              SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM modelferry_schema)",
         )

@@ -15,8 +15,10 @@
 //! time database for its queries; its pool is the few lines of [`pool`].
 //!
 //! Files: `pool` (connections, TLS), `migrations`, `jobs` (admission,
-//! reads, transitions), `lease` (taking, renewing and releasing a job).
+//! reads, transitions), `filing`, `lease` (taking, renewing and releasing
+//! a job).
 
+mod filing;
 pub(super) mod jobs;
 mod lease;
 mod migrations;
