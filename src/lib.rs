@@ -7,7 +7,8 @@
 //! - [`config`]: the TOML file and environment, validated; [`secret`]: the API key.
 //! - [`platform`]: the platform client (all HTTP to the platform).
 //! - [`job`]: the domain model (jobs, states, filing, the rules for each);
-//!   [`store`]: where jobs are kept (the one store interface; all SQLite).
+//!   [`store`]: where jobs are kept (the one store interface; SQLite, or
+//!   PostgreSQL in fleet mode).
 //! - [`source`]: the source file's identity and positioned reads;
 //!   [`preflight`]: the archive's structure, checked before it is sent.
 //! - [`upload`]: the engine that carries a job from start to final answer.
@@ -16,6 +17,7 @@
 //!   shown in logs and messages.
 //! - [`daemon`]: the drop-folder daemon; [`watch`]: drop folders;
 //!   [`filing`]: receipts and moves; [`systemd`]: sd_notify.
+//! - [`pg_cluster`]: a throwaway PostgreSQL cluster for tests and benchmarks.
 //! - [`emulator`]: a local emulator of the platform, for tests and demos (the
 //!   `modelferry-emulator` crate, re-exported).
 #![forbid(unsafe_code)]
@@ -29,6 +31,8 @@ pub mod exit;
 pub mod filing;
 pub mod job;
 pub mod metrics;
+#[doc(hidden)]
+pub mod pg_cluster;
 pub mod platform;
 pub mod preflight;
 pub mod progress;

@@ -31,6 +31,9 @@ pub const SUBSTRING_REDACTION_MIN: usize = 8;
 pub struct Secret(String);
 
 impl Secret {
+    /// What the database password is called in messages about its file.
+    pub const PASSWORD: &'static str = "database password";
+
     /// Wraps a key. Surrounding whitespace (a trailing newline in a key file)
     /// is not part of the key.
     pub fn new(value: impl Into<String>) -> Self {

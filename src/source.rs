@@ -32,6 +32,15 @@ impl FileIdentity {
         }
     }
 
+    /// Whether `seen` (the file as it is now) is the file this identity
+    /// recorded. A device number of 0 means "not recorded": fleet mode
+    /// keeps none, since a file on a network file system has a different
+    /// one on each host (no mounted file system has device 0).
+    pub fn matches(&self, seen: &FileIdentity) -> bool {
+        (self.dev == 0 || self.dev == seen.dev)
+            && (self.ino, self.size, self.mtime_ns) == (seen.ino, seen.size, seen.mtime_ns)
+    }
+
     /// The identity of the file at `path`, not following a symbolic link.
     pub fn of_path(path: &Path) -> io::Result<Self> {
         Ok(Self::of(&std::fs::symlink_metadata(path)?))
@@ -155,7 +164,7 @@ impl SourceFile {
     }
 
     fn check_meta(&self, meta: &Metadata) -> Result<(), SourceError> {
-        if FileIdentity::of(meta) != self.identity {
+        if !self.identity.matches(&FileIdentity::of(meta)) {
             return Err(SourceError::Changed {
                 path: self.path.clone(),
             });
@@ -172,7 +181,7 @@ impl SourceFile {
             .map_err(|e| SourceError::io(&self.path, e))?;
         self.check_meta(&meta)?;
         match FileIdentity::of_path(&self.path) {
-            Ok(id) if id == self.identity => Ok(()),
+            Ok(id) if self.identity.matches(&id) => Ok(()),
             Ok(_) => Err(SourceError::Changed {
                 path: self.path.clone(),
             }),

@@ -20,6 +20,7 @@ mod opts;
 mod preflight;
 mod restart;
 mod startup;
+mod store_ops;
 mod table;
 
 use std::fs::File;
@@ -449,6 +450,11 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         emu.stop().await;
     }
 
+    println!("store operations, each {} times:", plan.jobs.min(2000));
+    let store_ops = store_ops::measure(dir, plan.jobs.min(2000))
+        .await
+        .context("store operations")?;
+
     println!();
     println!(
         "== Results ({:.0} s in all)",
@@ -457,6 +463,10 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     print!("{}", results.table(&plan));
     println!();
     print!("{}", results.timings(&plan));
+    println!("store operations (claim a job; acknowledge a chunk with its hash checkpoint):");
+    for line in &store_ops {
+        println!("{line}");
+    }
     println!();
     println!("== Targets (reported, not asserted)");
     let (targets, missed) = results.targets(&plan);

@@ -43,6 +43,12 @@ pub async fn run(file: &Path, online: bool) -> anyhow::Result<u8> {
     } else {
         exit::USAGE
     };
+    // Fleet mode: the shared database, reached, and its schema version.
+    if let (true, Some(config)) = (problems.is_empty(), &config) {
+        if config.state.url.is_some() {
+            code = check_database(config).await;
+        }
+    }
     if let (true, Some(config)) = (online, &config) {
         let online_code = check_online(config).await;
         if code == exit::SUCCESS {
@@ -50,6 +56,31 @@ pub async fn run(file: &Path, online: bool) -> anyhow::Result<u8> {
         }
     }
     Ok(code)
+}
+
+/// Connects to the fleet's database (migrating it, as `run` would) and
+/// reports its schema version; a newer schema than this binary knows, or a
+/// database that cannot be reached, is a problem (exit 2).
+async fn check_database(config: &Config) -> u8 {
+    match crate::store::Store::from_config(config).await {
+        Ok(store) => match store.schema_version().await {
+            Ok(v) => {
+                println!(
+                    "database {}: ok (schema version {v})",
+                    store.path().display()
+                );
+                exit::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("database: cannot read the schema version: {e}");
+                exit::USAGE
+            }
+        },
+        Err(e) => {
+            eprintln!("database: {e:#}");
+            exit::USAGE
+        }
+    }
 }
 
 /// One authenticated read; prints what it found and returns the exit code.

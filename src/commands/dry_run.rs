@@ -195,7 +195,7 @@ async fn look_up(
     plan: &mut Plan,
 ) -> anyhow::Result<bool> {
     let known = store
-        .find_by_identity(&req.identity, &req.file_context, req.is_adapter)
+        .find_by_identity(req.path, &req.identity, &req.file_context, req.is_adapter)
         .await?;
     match known {
         Some(job) if job.state == JobState::Succeeded && !req.force => {

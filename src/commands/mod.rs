@@ -104,7 +104,13 @@ pub async fn dispatch(
 /// The exit code for an error that reached `main`.
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     if err.chain().any(|e| {
-        e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some()
+        e.downcast_ref::<ConfigError>().is_some()
+            || e.downcast_ref::<UsageError>().is_some()
+            // A binary older than the shared schema stops (fleet upgrades).
+            || matches!(
+                e.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::SchemaTooNew { .. })
+            )
     }) {
         exit::USAGE
     } else {

@@ -47,6 +47,9 @@ pub struct JobView {
     pub filing_error: Option<String>,
     /// A duplicate (dedupe): the job that imported the same bytes.
     pub duplicate_of: Option<i64>,
+    /// Fleet mode: the instance holding the job (or that held it last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// `upload.max_rate` as `status` shows it: `"40.00 MiB/s"` or `"none"`.
@@ -103,6 +106,7 @@ impl From<&Job> for JobView {
                 .map(|d| d.display().to_string()),
             filing_error: j.filing_error.clone(),
             duplicate_of: j.duplicate_of,
+            instance: j.instance.clone(),
         }
     }
 }
@@ -112,6 +116,10 @@ impl From<&Job> for JobView {
 /// permission on the folder, a file where a folder should be) is an error:
 /// "no jobs" would hide it.
 pub async fn open_existing(config: &Config) -> anyhow::Result<Option<Store>> {
+    if config.state.url.is_some() {
+        // Fleet mode: the shared database holds every instance's jobs.
+        return Ok(Some(Store::from_config(config).await?));
+    }
     let db = config.database_path();
     let exists = db
         .try_exists()
@@ -202,6 +210,9 @@ pub async fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
         }
         if let Some(ds) = &v.dock_status_id {
             println!("{:>7}dock status: {}", "", Escaped::str(ds));
+        }
+        if let Some(i) = &v.instance {
+            println!("{:>7}instance: {}", "", Escaped::str(i));
         }
         if let Some(e) = &v.filing_error {
             println!("{:>7}{}", "", Escaped::str(e));

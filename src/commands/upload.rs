@@ -194,7 +194,7 @@ async fn drive(
         return Err(UsageError("--context must not be empty".into()).into());
     }
     let (platform, emulator) = platform_setup(config).await?;
-    let store = Store::open(config.state.dir.clone()).await?;
+    let store = Store::from_config(config).await?;
 
     let file = NewJob {
         path: path.to_path_buf(),

@@ -1,13 +1,15 @@
-//! Finding the API key: `MODELFERRY_API_KEY`, else the systemd credential
-//! `api-key`, else `platform.api_key_file`. A key file is read only if it is
-//! a regular file, and only its first few KiB: a path such as `/dev/zero` or
-//! a FIFO by mistake must give an error, not fill memory or hang.
+//! Finding the secrets: the API key (`MODELFERRY_API_KEY`, else the systemd
+//! credential `api-key`, else `platform.api_key_file`) and, in fleet mode,
+//! the database password (the systemd credential `db-password`, else
+//! `state.password_file`). A secret file is read only if it is a regular
+//! file, and only its first few KiB: a path such as `/dev/zero` or a FIFO by
+//! mistake must give an error, not fill memory or hang.
 
 use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use super::{Config, ConfigError, API_KEY_CREDENTIAL, API_KEY_ENV};
+use super::{Config, ConfigError, API_KEY_CREDENTIAL, API_KEY_ENV, DB_PASSWORD_CREDENTIAL};
 use crate::secret::Secret;
 
 /// The most a key file may hold: keys are well under 100 bytes, and 4 KiB
@@ -24,13 +26,10 @@ impl Config {
                 return Ok(s);
             }
         }
-        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-            let p = Path::new(&dir).join(API_KEY_CREDENTIAL);
-            if p.symlink_metadata().is_ok() {
-                return read_key_file(&p, || {
-                    format!("the systemd credential \"{API_KEY_CREDENTIAL}\"")
-                });
-            }
+        if let Some(p) = credential(API_KEY_CREDENTIAL) {
+            return read_key_file(&p, || {
+                format!("the systemd credential \"{API_KEY_CREDENTIAL}\"")
+            });
         }
         if let Some(p) = &self.platform.api_key_file {
             return read_key_file(p, || {
@@ -41,15 +40,59 @@ impl Config {
             file: self.source.clone(),
         })
     }
+
+    /// The fleet database's password: the systemd credential `db-password`,
+    /// else `state.password_file`; `None` when neither is given (the
+    /// database then authenticates otherwise, e.g. by certificate).
+    pub fn load_db_password(&self) -> Result<Option<Secret>, ConfigError> {
+        let (path, origin) = match (
+            credential(DB_PASSWORD_CREDENTIAL),
+            &self.state.password_file,
+        ) {
+            (Some(p), _) => (
+                p,
+                format!("the systemd credential \"{DB_PASSWORD_CREDENTIAL}\""),
+            ),
+            (None, Some(p)) => (
+                p.clone(),
+                format!("state.password_file in {}", self.source.display()),
+            ),
+            (None, None) => return Ok(None),
+        };
+        read_secret_file(&path, Secret::PASSWORD, |detail| {
+            ConfigError::PasswordFile {
+                path: path.clone(),
+                origin: origin.clone(),
+                detail,
+            }
+        })
+        .map(Some)
+    }
+}
+
+/// The file of systemd credential `name`, if the service was given it.
+fn credential(name: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let p = Path::new(&dir).join(name);
+    p.symlink_metadata().is_ok().then_some(p)
 }
 
 /// Reads the key from `path`; `origin` says where that path came from.
 fn read_key_file(path: &Path, origin: impl Fn() -> String) -> Result<Secret, ConfigError> {
-    let err = |detail: String| ConfigError::ApiKeyFile {
+    read_secret_file(path, "API key", |detail| ConfigError::ApiKeyFile {
         path: path.to_path_buf(),
         origin: origin(),
         detail,
-    };
+    })
+}
+
+/// Reads a secret (`what`: "API key", "database password") from `path`;
+/// `err` makes the error naming the file (never its content).
+fn read_secret_file(
+    path: &Path,
+    what: &str,
+    err: impl Fn(String) -> ConfigError,
+) -> Result<Secret, ConfigError> {
     // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
     // below like every file that is not regular.
     let file = std::fs::OpenOptions::new()
@@ -67,12 +110,12 @@ fn read_key_file(path: &Path, origin: impl Fn() -> String) -> Result<Secret, Con
         .map_err(|e| err(e.to_string()))?;
     if text.len() as u64 > MAX_KEY_FILE {
         return Err(err(format!(
-            "larger than {MAX_KEY_FILE} bytes; it should hold only the key"
+            "larger than {MAX_KEY_FILE} bytes; it should hold only the {what}"
         )));
     }
     let text = String::from_utf8(text).map_err(|_| err("not UTF-8 text".into()))?;
     if meta.permissions().mode() & 0o004 != 0 {
-        tracing::warn!(path = %path.display(), "the API key file is readable by every user; chmod 600 it (or use LoadCredential=)");
+        tracing::warn!(path = %path.display(), "the {what} file is readable by every user; chmod 600 it (or use LoadCredential=)");
     }
     let s = Secret::new(text);
     if s.is_empty() {

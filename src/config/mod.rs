@@ -31,6 +31,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/modelferry/modelferry.toml";
 pub const API_KEY_ENV: &str = "MODELFERRY_API_KEY";
 /// Name of the systemd credential (`LoadCredential=api-key:...`).
 pub const API_KEY_CREDENTIAL: &str = "api-key";
+/// Name of the systemd credential holding the fleet database's password.
+pub const DB_PASSWORD_CREDENTIAL: &str = "db-password";
 
 /// A configuration that cannot be used; always names the file.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,13 @@ pub enum ConfigError {
         origin: String,
         detail: String,
     },
+    /// The database password file: named, never quoted.
+    #[error("database password file {path} ({origin}): {detail}")]
+    PasswordFile {
+        path: PathBuf,
+        origin: String,
+        detail: String,
+    },
 }
 
 /// The validated configuration.
@@ -61,6 +70,8 @@ pub struct Config {
     pub source: PathBuf,
     pub platform: PlatformConfig,
     pub state: StateConfig,
+    /// `[fleet]`: used only with `state.url`.
+    pub fleet: FleetConfig,
     pub upload: UploadConfig,
     pub daemon: DaemonConfig,
     pub telemetry: TelemetryConfig,
@@ -85,6 +96,20 @@ pub struct StateConfig {
     /// Finished jobs older than this are pruned (by the daemon daily, and by
     /// `modelferry prune`'s default); `None` (`"0"`): never.
     pub retain: Option<Duration>,
+    /// Fleet mode: the PostgreSQL database every instance shares. Carries
+    /// no password (refused at validation).
+    pub url: Option<url::Url>,
+    /// Fleet mode: the file holding the database password.
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[fleet]`: this instance among several sharing one database.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// The name this instance holds jobs under (default: the host name).
+    pub instance: String,
+    /// A job whose holder stops renewing for this long is taken over.
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone)]

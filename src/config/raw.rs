@@ -56,6 +56,11 @@ impl<'p> Table<'p> {
         }
     }
 
+    /// Whether the table holds no keys (an absent section).
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The full name of `key`, as problems name it.
     pub(super) fn key(&self, key: &str) -> String {
         format!("{}.{key}", self.name)

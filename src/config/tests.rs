@@ -333,3 +333,67 @@ fn max_rate_takes_human_sizes_and_refuses_a_rate_too_low_for_the_request_timeout
     let m = message("[upload]\nmax_rate = \"fast\"\n");
     assert!(m.contains("upload.max_rate: \"fast\" is not a size"), "{m}");
 }
+
+#[test]
+fn fleet_mode_takes_a_url_without_a_password() {
+    let c = load_str(
+        "[state]\nurl = \"postgresql://modelferry@db.internal/fleet\"\npassword_file = \"/etc/modelferry/db-password\"\n[fleet]\ninstance = \"host-a\"\nlease = \"10s\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.state.url.unwrap().host_str(), Some("db.internal"));
+    assert_eq!(c.fleet.instance, "host-a");
+    assert_eq!(c.fleet.lease, Duration::from_secs(10));
+    let c = load_str("[state]\nurl = \"postgresql://m@127.0.0.1/f\"\n").unwrap();
+    assert_eq!(c.fleet.lease, Duration::from_secs(30));
+    assert!(!c.fleet.instance.is_empty(), "defaults to the host name");
+
+    // A password in the URL is refused, and never repeated.
+    for url in [
+        "postgresql://modelferry:hunter2-secret@db.internal/fleet",
+        "postgresql://modelferry@db.internal/fleet?password=hunter2-secret",
+    ] {
+        let m = message(&format!("[state]\nurl = \"{url}\"\n"));
+        assert!(
+            m.contains("state.url") && m.contains("must not carry a password"),
+            "{m}"
+        );
+        assert!(!m.contains("hunter2"), "{m}");
+    }
+    let m = message("[state]\nurl = \"mysql://m@db/f\"\n");
+    assert!(
+        m.contains("state.url") && m.contains("postgresql://"),
+        "{m}"
+    );
+    let m = message("[fleet]\ninstance = \"a\"\n");
+    assert!(m.contains("[fleet] applies only with state.url"), "{m}");
+    let m = message("[state]\nurl = \"postgresql://m@h/f\"\n[fleet]\nlease = \"100ms\"\n");
+    assert!(
+        m.contains("fleet.lease") && m.contains("at least 1s"),
+        "{m}"
+    );
+}
+
+#[test]
+fn the_database_password_is_read_from_its_file_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("db-password");
+    std::fs::write(&pw, "s3cret-db-pass\n").unwrap();
+    let c = load_str(&format!(
+        "[state]\nurl = \"postgresql://m@h/f\"\npassword_file = \"{}\"\n",
+        pw.display()
+    ))
+    .unwrap();
+    assert_eq!(
+        c.load_db_password().unwrap().unwrap().expose(),
+        "s3cret-db-pass"
+    );
+    std::fs::write(&pw, vec![b'p'; 10_000]).unwrap();
+    let m = c.load_db_password().unwrap_err().to_string();
+    assert!(
+        m.contains("database password file") && m.contains("state.password_file"),
+        "{m}"
+    );
+    assert!(!m.contains("ppp"), "{m}");
+    let none = load_str("[state]\nurl = \"postgresql://m@h/f\"\n").unwrap();
+    assert!(none.load_db_password().unwrap().is_none());
+}

@@ -11,8 +11,8 @@ use config::Value;
 
 use super::raw::{Problems, Root, Table};
 use super::{
-    AfterSuccess, Config, DaemonConfig, LogFormat, PlatformConfig, StateConfig, TelemetryConfig,
-    UploadConfig, WatchConfig,
+    AfterSuccess, Config, DaemonConfig, FleetConfig, LogFormat, PlatformConfig, StateConfig,
+    TelemetryConfig, UploadConfig, WatchConfig,
 };
 
 const MIN_CHUNK: u64 = 1024;
@@ -44,6 +44,7 @@ pub(super) fn config(root: Value, file: &Path, problems: &mut Problems) -> (Conf
     let mut root = Root::new(root, problems);
     let platform = platform(root.section("platform", problems));
     let state = state(root.section("state", problems));
+    let fleet = fleet(root.section("fleet", problems), state.url.is_some());
     let mut upload_t = root.section("upload", problems);
     let upload = upload(&mut upload_t, platform.request_timeout);
     upload_t.finish();
@@ -61,6 +62,7 @@ pub(super) fn config(root: Value, file: &Path, problems: &mut Problems) -> (Conf
         source: file.to_path_buf(),
         platform,
         state,
+        fleet,
         upload,
         daemon,
         telemetry,
@@ -116,13 +118,91 @@ fn state(mut t: Table) -> StateConfig {
             Some(DEFAULT_RETAIN)
         }),
     };
+    let url = t
+        .string("url")
+        .and_then(|text| match url::Url::parse(text.trim()) {
+            Err(e) => {
+                // The text may hold a password: never repeat it.
+                t.problem("url", format!("not a URL ({e})"));
+                None
+            }
+            Ok(url) => match check_database_url(&url) {
+                Ok(()) => Some(url),
+                Err(p) => {
+                    t.problem("url", p);
+                    None
+                }
+            },
+        });
+    let password_file = t.path("password_file").map(absolute);
     t.finish();
     // Jobs record paths; relative ones would change meaning with the working
     // directory of the next start.
     StateConfig {
         dir: absolute(dir),
         retain,
+        url,
+        password_file,
     }
+}
+
+/// A PostgreSQL URL without a password (it would sit in a world-readable
+/// file); the error never repeats the URL, which may hold one.
+fn check_database_url(url: &url::Url) -> Result<(), String> {
+    if !matches!(url.scheme(), "postgresql" | "postgres") {
+        return Err(format!(
+            "scheme {:?} is not postgresql:// (fleet mode needs PostgreSQL)",
+            url.scheme()
+        ));
+    }
+    if url.password().is_some() {
+        return Err("must not carry a password; put it in state.password_file or the systemd credential \"db-password\"".into());
+    }
+    if url
+        .query_pairs()
+        .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+    {
+        return Err("must not carry a password (the password parameter); put it in state.password_file or the systemd credential \"db-password\"".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
+fn fleet(mut t: Table, shared: bool) -> FleetConfig {
+    if !shared && !t.is_empty() {
+        t.problem("instance", "[fleet] applies only with state.url");
+    }
+    let instance = t.string("instance").map(|s| s.trim().to_string());
+    let lease = t.duration("lease", Duration::from_secs(30));
+    if let Some(name) = &instance {
+        if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+            t.problem(
+                "instance",
+                "must be 1 to 64 characters, none of them control characters",
+            );
+        }
+    }
+    // Renewed every lease / 3 with a database round trip: below a second
+    // the renewals would be most of the traffic.
+    if lease < Duration::from_secs(1) {
+        t.problem("lease", "must be at least 1s");
+    }
+    t.finish();
+    FleetConfig {
+        instance: instance.unwrap_or_else(host_name),
+        lease,
+    }
+}
+
+/// The host name, the default instance name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "modelferry".to_string())
 }
 
 fn upload(t: &mut Table, request_timeout: Duration) -> UploadConfig {

@@ -21,7 +21,7 @@ use super::settle;
 use crate::config::{Config, WatchConfig};
 use crate::escaped::Escaped;
 use crate::job::{FilingState, Job, JobId};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Longest wait before failed filings are tried again.
 const MAX_RETRY_EVERY: Duration = Duration::from_secs(30);
@@ -31,6 +31,8 @@ pub struct Filer {
     watches: Vec<WatchConfig>,
     retry_every: Duration,
     next_retry: Instant,
+    /// Fleet mode: how long a job's own instance has to file it.
+    lease: Duration,
 }
 
 impl Filer {
@@ -40,7 +42,14 @@ impl Filer {
             watches,
             retry_every: rescan_interval.min(MAX_RETRY_EVERY),
             next_retry: Instant::now(),
+            lease: Duration::from_secs(30),
         }
+    }
+
+    /// Fleet mode: the lease, the time a job's own instance has to file it.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// The drop folder a daemon job came from, if it is still configured.
@@ -49,8 +58,44 @@ impl Filer {
         self.watches.iter().find(|w| &w.dir == dir)
     }
 
-    /// Files a finished job; a failure is recorded and retried later.
+    /// Files a finished job; a failure is recorded and retried later. In
+    /// fleet mode the filer holds the job while filing it, so one instance
+    /// files it; an instance files another's job only once that one had a
+    /// lease's time to do it.
     pub async fn file(&self, job: Job) -> anyhow::Result<()> {
+        if self.watch_for(&job).is_none() {
+            return Ok(());
+        }
+        let Some(me) = self.store.instance() else {
+            return self.file_job(job).await;
+        };
+        if job.instance.as_deref() != Some(me) && !self.orphaned(&job) {
+            return Ok(());
+        }
+        let hold = match self.store.hold(job.id).await {
+            Ok(hold) => hold,
+            Err(StoreError::Busy(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        // Read again under the hold: another instance may have filed it.
+        let result = match self.store.job(job.id).await {
+            Ok(job) => self.file_job(job).await,
+            Err(e) => Err(e.into()),
+        };
+        self.store.release(hold).await;
+        result
+    }
+
+    /// Fleet mode: a job finished over a lease ago and still not filed (its
+    /// instance stopped before filing it).
+    fn orphaned(&self, job: &Job) -> bool {
+        let since = job.finished_at.unwrap_or(job.updated_at);
+        std::time::SystemTime::now()
+            .duration_since(since)
+            .is_ok_and(|d| d > self.lease)
+    }
+
+    async fn file_job(&self, job: Job) -> anyhow::Result<()> {
         let Some(watch) = self.watch_for(&job).cloned() else {
             return Ok(());
         };

@@ -14,6 +14,7 @@
 //! - `queue`: the jobs in hand (waiting, running, delayed) and dispatch order;
 //! - `auth_gate`: the pause while the key is rejected, and SIGHUP;
 //! - `reload`: what else SIGHUP re-reads (`upload.max_rate`);
+//! - `fleet`: in fleet mode, jobs no instance holds that this one can take;
 //! - `filing_step`: when finished jobs are filed, and retries;
 //! - `settle`: what filing one job does, on disk;
 //! - `status_line`: the systemd STATUS line and progress lines;
@@ -24,6 +25,7 @@
 
 mod auth_gate;
 mod filing_step;
+mod fleet;
 mod queue;
 mod reload;
 mod settle;
@@ -72,7 +74,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let config = Arc::new(config);
     let c = config.clone();
     tokio::task::spawn_blocking(move || filing_step::create_filing_dirs(&c)).await??;
-    let store = Store::open(config.state.dir.clone()).await?;
+    let store = Store::from_config(&config).await?;
+    if let Some(instance) = store.instance() {
+        info!(instance, database = %store.path().display(), lease = ?config.fleet.lease, "fleet mode");
+    }
     let metrics = Arc::new(Metrics::new());
     let (platform, emulator) = platform_setup(&config).await?;
     let platform = platform.with_stats(metrics.platform.clone());
@@ -95,6 +100,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
 
     let mut daemon = Daemon {
+        adopter: fleet::Adopter::new(&store, config.fleet.lease),
         queue: Queue::new(config.upload.parallel_files),
         workers: Workers::default(),
         gate: AuthGate::new(config.upload.retry_max, metrics.api_key_rejected.clone()),
@@ -102,7 +108,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             store.clone(),
             config.watch.clone(),
             config.daemon.rescan_interval,
-        ),
+        )
+        .with_lease(config.fleet.lease),
         report: StatusReport::new(Instant::now()),
         next_prune: Instant::now(),
         config: config.clone(),
@@ -138,12 +145,15 @@ struct Daemon {
     report: StatusReport,
     /// When finished jobs are pruned next (at the start, then daily).
     next_prune: Instant,
+    /// Fleet mode only.
+    adopter: Option<fleet::Adopter>,
 }
 
 impl Daemon {
     /// Unfinished jobs go back into the queue; unfinished filings are done.
     async fn recover(&mut self) -> anyhow::Result<()> {
-        let unfinished = self.store.unfinished().await?;
+        // In fleet mode, jobs another instance holds stay with it.
+        let unfinished = self.store.takeable().await?;
         let mut resumed = 0;
         for job in &unfinished {
             if job.watch_dir.is_none() {
@@ -151,8 +161,17 @@ impl Daemon {
                 continue;
             }
             if self.filer.watch_for(job).is_none() {
-                warn!(job_id = job.id, path = %Escaped::path(&job.path), "job's drop folder is no longer configured; leaving it");
+                if self.adopter.is_none() {
+                    warn!(job_id = job.id, path = %Escaped::path(&job.path), "job's drop folder is no longer configured; leaving it");
+                }
                 continue;
+            }
+            if self.adopter.is_some() {
+                // Another instance's job: taken on only if its file is here.
+                let j = job.clone();
+                if !tokio::task::spawn_blocking(move || fleet::sees_the_file(&j)).await? {
+                    continue;
+                }
             }
             self.queue.enqueue(job);
             resumed += 1;
@@ -289,8 +308,14 @@ impl Daemon {
                 self.queue.delay(id, Instant::now() + LOCAL_ERROR_RETRY);
             }
             Ok(Outcome::Busy) => {
-                // Another process (a foreground `upload`) has it; look again later.
-                self.queue.delay(id, Instant::now() + BUSY_RETRY);
+                // Another process (a foreground `upload`, another instance)
+                // has it; look again later: in fleet mode within a lease,
+                // so a holder that died is replaced soon after its lease.
+                let wait = match self.store.instance() {
+                    Some(_) => BUSY_RETRY.min(self.config.fleet.lease),
+                    None => BUSY_RETRY,
+                };
+                self.queue.delay(id, Instant::now() + wait);
             }
             Ok(Outcome::Interrupted) => self.requeue_unfinished(id).await?,
             Ok(Outcome::AuthRejected(msg)) => {
@@ -373,6 +398,19 @@ impl Daemon {
         self.gate.tick(now);
         for id in self.queue.due(now) {
             self.requeue_unfinished(id).await?;
+        }
+        if let Some(adopter) = &mut self.adopter {
+            let (queue, filer) = (&self.queue, &self.filer);
+            let known = |j: &Job| queue.contains(j.id) || filer.watch_for(j).is_none();
+            match adopter.due(now, &self.store, known).await {
+                Ok(jobs) => {
+                    for job in jobs {
+                        debug!(job_id = job.id, holder = ?job.instance, "taking on a job no instance holds");
+                        self.queue.enqueue(&job);
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot look for jobs to take over"),
+            }
         }
         // A job running here is filed when its task ends, not under it.
         let queue = &self.queue;

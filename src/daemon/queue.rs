@@ -88,6 +88,11 @@ impl Queue {
         }
     }
 
+    /// Whether job `id` is in hand at all (waiting, running or delayed).
+    pub fn contains(&self, id: JobId) -> bool {
+        self.entries.contains_key(&id)
+    }
+
     pub fn is_running(&self, id: JobId) -> bool {
         matches!(self.entries.get(&id), Some((_, Slot::Running(_))))
     }

@@ -39,14 +39,14 @@ pub fn plan(job: &Job, watch: &WatchConfig) -> Plan {
 /// link) will never be a job, so the failure is filed with its receipt.
 fn changed(job: &Job) -> bool {
     match std::fs::symlink_metadata(&job.path) {
-        Ok(meta) => meta.file_type().is_file() && FileIdentity::of(&meta) != job.identity,
+        Ok(meta) => meta.file_type().is_file() && !job.identity.matches(&FileIdentity::of(&meta)),
         Err(_) => false,
     }
 }
 
 /// Whether the file at the job's path is the file the job imported.
 fn still_ours(job: &Job) -> bool {
-    FileIdentity::of_path(&job.path).is_ok_and(|id| id == job.identity)
+    FileIdentity::of_path(&job.path).is_ok_and(|id| job.identity.matches(&id))
 }
 
 /// Picks a free destination for the job's file in `dir`.

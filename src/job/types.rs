@@ -62,6 +62,8 @@ pub struct Job {
     pub pruned: bool,
     /// A duplicate (dedupe): the earlier job that imported the same bytes.
     pub duplicate_of: Option<JobId>,
+    /// Fleet mode: the instance holding the job (or that held it last).
+    pub instance: Option<String>,
 }
 
 impl Job {

@@ -17,6 +17,24 @@ pub enum StoreError {
         doing: String,
         error: rusqlite::Error,
     },
+    /// A PostgreSQL error, with the database (its URL, which never carries
+    /// the password) and what was being done.
+    #[error("state database {db}: {doing}: {detail}")]
+    Postgres {
+        db: String,
+        doing: String,
+        detail: String,
+    },
+    /// A PostgreSQL error not yet given its context.
+    #[error("state database: {0}")]
+    Pg(String),
+    /// Fleet mode: the write came from a holder whose lease another
+    /// instance has taken over (it stopped renewing in time); refused.
+    #[error("job {job}: this instance ({instance}) no longer holds its lease (another instance took the job over); the write is refused")]
+    LeaseLost { job: JobId, instance: String },
+    /// The database was migrated by a newer modelferry.
+    #[error("state database {db}: schema version {found} is newer than this modelferry knows ({known}); upgrade modelferry")]
+    SchemaTooNew { db: String, found: i64, known: i64 },
     /// A SQLite error not yet given its context; the [`Store`](super::Store)
     /// interface turns it into [`StoreError::Database`].
     #[error("state database: {0}")]

@@ -13,7 +13,7 @@ use crate::job::{FilingState, Job, JobId, JobState};
 
 /// `(j.filing IS NULL OR j.filing IN (...))`: the filing steps in `from`
 /// (`None`: not planned).
-fn filing_in(from: impl IntoIterator<Item = Option<FilingState>>) -> String {
+pub(super) fn filing_in(from: impl IntoIterator<Item = Option<FilingState>>) -> String {
     let from: Vec<Option<FilingState>> = from.into_iter().collect();
     let mut parts = Vec::new();
     if from.contains(&None) {
@@ -24,7 +24,7 @@ fn filing_in(from: impl IntoIterator<Item = Option<FilingState>>) -> String {
         parts.push(format!("j.filing IN ({})", sql_list(named)));
     }
     if parts.is_empty() {
-        return "0".into();
+        return "FALSE".into();
     }
     format!("({})", parts.join(" OR "))
 }
@@ -107,7 +107,7 @@ impl SqliteStore {
     }
 }
 
-fn refused(job: &Job, to: FilingState) -> StoreError {
+pub(super) fn refused(job: &Job, to: FilingState) -> StoreError {
     StoreError::InvalidFiling {
         job: job.id,
         state: job.state,

@@ -12,17 +12,21 @@
 //! Every write for a job being driven takes a [`Hold`]: the proof, from
 //! [`Store::hold`], that this process holds the job. SQLite's proof is the
 //! per-job lock file; a write whose hold is not this store's hold on that
-//! job is refused ([`StoreError::NotHeld`]). A networked backend would make
-//! the hold a lease and refuse a writer whose lease was taken over.
+//! job is refused ([`StoreError::NotHeld`]). PostgreSQL's proof is a lease
+//! (see `pg/lease.rs`): its writes carry the lease's fencing token, and a
+//! writer whose lease was taken over is refused ([`StoreError::LeaseLost`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::error::{Result, StoreError};
-use super::lock::{lock_job, JobLock};
+pub use super::hold::Hold;
+use super::hold::{HoldInner, Proof};
+use super::lock::lock_job;
 use super::manage::JobQuery;
 use super::open::SqliteStore;
+use super::pg::{FleetOptions, Lease, PgBackend};
 use crate::escaped::Escaped;
 use crate::job::{
     ChunkAck, Failure, FilingState, HashCheckpoint, Job, JobId, JobState, NewJob, SessionRecord,
@@ -40,6 +44,8 @@ pub struct Store {
 pub enum Backend {
     /// SQLite on a local disk (see [`SqliteBackend`]).
     Sqlite(SqliteBackend),
+    /// PostgreSQL shared by a fleet of instances (see [`PgBackend`]).
+    Postgres(PgBackend),
 }
 
 /// The SQLite database of one state folder. Its calls block (disk, fsync),
@@ -78,39 +84,6 @@ impl SqliteBackend {
     }
 }
 
-/// Proof that this process holds a job: required by every write for a job
-/// being driven. Clones are the same hold; the job is released when the
-/// last clone is dropped (or the process ends).
-#[derive(Clone, Debug)]
-pub struct Hold(Arc<HoldInner>);
-
-#[derive(Debug)]
-struct HoldInner {
-    job: JobId,
-    /// The database the hold is on: a hold is only good for its own store.
-    store: PathBuf,
-    proof: Proof,
-}
-
-#[derive(Debug)]
-enum Proof {
-    LockFile(JobLock),
-}
-
-impl Hold {
-    pub fn job(&self) -> JobId {
-        self.0.job
-    }
-
-    /// The job reached a final state: nothing will hold it again, so the
-    /// backend may forget the hold entirely on release (the lock file goes).
-    pub fn finished(&self) {
-        match &self.0.proof {
-            Proof::LockFile(lock) => lock.finished(),
-        }
-    }
-}
-
 impl Store {
     /// Opens (creating if needed) the SQLite database in `dir`.
     pub async fn open(dir: PathBuf) -> Result<Store> {
@@ -143,10 +116,59 @@ impl Store {
         }))
     }
 
+    /// Connects to the fleet's PostgreSQL database (migrating it).
+    pub async fn connect(opts: FleetOptions) -> Result<Store> {
+        Ok(Store {
+            backend: Backend::Postgres(PgBackend::connect(opts).await?),
+        })
+    }
+
+    /// The store `config` names: PostgreSQL with `state.url`, else SQLite
+    /// in `state.dir`.
+    pub async fn from_config(config: &crate::config::Config) -> anyhow::Result<Store> {
+        let Some(url) = &config.state.url else {
+            return Ok(Store::open(config.state.dir.clone()).await?);
+        };
+        let opts = FleetOptions {
+            url: url.clone(),
+            password: config.load_db_password()?,
+            instance: config.fleet.instance.clone(),
+            lease: config.fleet.lease,
+        };
+        Ok(Store::connect(opts).await?)
+    }
+
     /// Where the jobs are, for messages.
     pub fn path(&self) -> &Path {
         match &self.backend {
             Backend::Sqlite(b) => &b.path,
+            Backend::Postgres(b) => b.path(),
+        }
+    }
+
+    /// Fleet mode: this instance's name (`None` for SQLite).
+    pub fn instance(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some(b.instance()),
+        }
+    }
+
+    /// The schema version of the database.
+    pub async fn schema_version(&self) -> Result<i64> {
+        match &self.backend {
+            Backend::Sqlite(b) => {
+                b.call("reading the schema version", |db| {
+                    Ok(db
+                        .conn
+                        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?)
+                })
+                .await
+            }
+            Backend::Postgres(b) => {
+                b.ctx("reading the schema version", b.schema_version())
+                    .await
+            }
         }
     }
 
@@ -179,13 +201,27 @@ impl Store {
                     proof: Proof::LockFile(lock),
                 })))
             }
+            Backend::Postgres(b) => {
+                let lease: Lease = b.ctx(format!("taking job {id}"), b.take(id)).await?;
+                Ok(Hold(Arc::new(HoldInner {
+                    job: id,
+                    store: b.path().to_path_buf(),
+                    proof: Proof::Lease(lease),
+                })))
+            }
         }
     }
 
     /// Lets go of this clone of `hold`, off the async threads (releasing a
-    /// finished job's lock file touches the disk).
+    /// finished job's lock file touches the disk; a lease is given up in
+    /// the database when the last clone goes).
     pub async fn release(&self, hold: Hold) {
-        let _ = tokio::task::spawn_blocking(move || drop(hold)).await;
+        if let Some(inner) = Arc::into_inner(hold.0) {
+            if let Proof::Lease(lease) = &inner.proof {
+                lease.release().await;
+            }
+            let _ = tokio::task::spawn_blocking(move || drop(inner)).await;
+        }
     }
 
     // Reads.
@@ -196,6 +232,7 @@ impl Store {
                 b.call(format!("reading job {id}"), move |db| db.job(id))
                     .await
             }
+            Backend::Postgres(b) => b.ctx(format!("reading job {id}"), b.job(id)).await,
         }
     }
 
@@ -204,6 +241,7 @@ impl Store {
         let query = query.clone();
         match &self.backend {
             Backend::Sqlite(b) => b.call("reading jobs", move |db| db.list(&query)).await,
+            Backend::Postgres(b) => b.ctx("reading jobs", b.list(&query)).await,
         }
     }
 
@@ -216,6 +254,10 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(b) => {
+                b.ctx(format!("reading job {id}'s state"), b.job_state(id))
+                    .await
+            }
         }
     }
 
@@ -223,6 +265,7 @@ impl Store {
     pub async fn jobs(&self) -> Result<Vec<Job>> {
         match &self.backend {
             Backend::Sqlite(b) => b.call("reading jobs", |db| db.jobs()).await,
+            Backend::Postgres(b) => b.ctx("reading jobs", b.jobs()).await,
         }
     }
 
@@ -233,6 +276,17 @@ impl Store {
                 b.call("reading unfinished jobs", |db| db.unfinished())
                     .await
             }
+            Backend::Postgres(b) => b.ctx("reading unfinished jobs", b.unfinished()).await,
+        }
+    }
+
+    /// Unfinished jobs nobody holds now, oldest first: in fleet mode those
+    /// whose lease is unset or has run out (their holder died or stopped);
+    /// SQLite does not know without trying the lock, so every unfinished one.
+    pub async fn takeable(&self) -> Result<Vec<Job>> {
+        match &self.backend {
+            Backend::Sqlite(_) => self.unfinished().await,
+            Backend::Postgres(b) => b.ctx("reading jobs to take over", b.takeable()).await,
         }
     }
 
@@ -247,22 +301,39 @@ impl Store {
                 )
                 .await
             }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("reading jobs for {}", Escaped::path(&path)),
+                    b.unfinished_for_path(&path),
+                )
+                .await
+            }
         }
     }
 
-    /// The newest job for this file identity and import kind.
+    /// The newest job for this file identity and import kind. SQLite knows
+    /// a file by (device, inode, size, mtime) wherever it is; fleet mode by
+    /// its path, inode, size and mtime (device numbers differ per host).
     pub async fn find_by_identity(
         &self,
+        path: &Path,
         identity: &FileIdentity,
         file_context: &str,
         is_adapter: bool,
     ) -> Result<Option<Job>> {
-        let (identity, ctx) = (*identity, file_context.to_string());
+        let (path, identity, ctx) = (path.to_path_buf(), *identity, file_context.to_string());
         match &self.backend {
             Backend::Sqlite(b) => {
                 b.call("looking up a file's jobs", move |db| {
                     db.find_by_identity(&identity, &ctx, is_adapter)
                 })
+                .await
+            }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    "looking up a file's jobs",
+                    b.find_by_identity(&path, &identity, &ctx, is_adapter),
+                )
                 .await
             }
         }
@@ -272,6 +343,7 @@ impl Store {
     pub async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
         match &self.backend {
             Backend::Sqlite(b) => b.call("counting jobs", |db| db.count_by_state()).await,
+            Backend::Postgres(b) => b.ctx("counting jobs", b.count_by_state()).await,
         }
     }
 
@@ -284,6 +356,10 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(b) => {
+                b.ctx(format!("reading job {id}'s chunks"), b.acked_chunks(id))
+                    .await
+            }
         }
     }
 
@@ -291,6 +367,7 @@ impl Store {
     pub async fn unfiled(&self) -> Result<Vec<Job>> {
         match &self.backend {
             Backend::Sqlite(b) => b.call("reading jobs to file", |db| db.unfiled()).await,
+            Backend::Postgres(b) => b.ctx("reading jobs to file", b.unfiled()).await,
         }
     }
 
@@ -306,6 +383,34 @@ impl Store {
                     move |db| db.admit(&new),
                 )
                 .await
+            }
+            Backend::Postgres(b) => {
+                let doing = format!("adding a job for {}", Escaped::path(&new.path));
+                b.ctx(doing, b.admit(&new, None))
+                    .await?
+                    .map_err(|j| StoreError::Corrupt {
+                        job: j.id,
+                        detail: "an unconditional admission was refused".into(),
+                    })
+            }
+        }
+    }
+
+    /// A new job, `queued`, unless the newest job for its identity is no
+    /// longer `seen` (what the caller looked up before deciding): then that
+    /// newer job. In fleet mode instances that see one new file at once
+    /// take turns here, so it becomes one job. SQLite's daemon is the one
+    /// process admitting drop-folder files, so there it always admits.
+    pub async fn admit_unless_newer(
+        &self,
+        new: &NewJob,
+        seen: Option<JobId>,
+    ) -> Result<std::result::Result<JobId, Job>> {
+        match &self.backend {
+            Backend::Sqlite(_) => self.admit(new).await.map(Ok),
+            Backend::Postgres(b) => {
+                let doing = format!("adding a job for {}", Escaped::path(&new.path));
+                b.ctx(doing, b.admit(new, Some(seen))).await
             }
         }
     }
@@ -326,6 +431,13 @@ impl Store {
                 b.call(format!("job {id}: recording a new session"), move |db| {
                     db.start_session(id, &session, &model_id)
                 })
+                .await
+            }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("job {id}: recording a new session"),
+                    b.start_session(id, hold.fence()?, &session, &model_id),
+                )
                 .await
             }
         }
@@ -351,6 +463,13 @@ impl Store {
                 )
                 .await
             }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("job {id}: recording chunk {}", ack.index),
+                    b.ack_chunk(id, hold.fence()?, &sid, &ack, cp.as_ref()),
+                )
+                .await
+            }
         }
     }
 
@@ -363,6 +482,13 @@ impl Store {
                 b.call(format!("job {id}: recording completion"), move |db| {
                     db.begin_complete(id, &sha256)
                 })
+                .await
+            }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("job {id}: recording completion"),
+                    b.begin_complete(id, hold.fence()?, &sha256),
+                )
                 .await
             }
         }
@@ -385,6 +511,13 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("job {id}: recording the import"),
+                    b.set_importing(id, hold.fence()?, &dock, model.as_deref()),
+                )
+                .await
+            }
         }
     }
 
@@ -398,6 +531,13 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("job {id}: recording success"),
+                    b.succeed(id, hold.fence()?, model.as_deref()),
+                )
+                .await
+            }
         }
     }
 
@@ -409,6 +549,13 @@ impl Store {
                 b.call(format!("job {id}: recording the failure"), move |db| {
                     db.fail(id, &failure)
                 })
+                .await
+            }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("job {id}: recording the failure"),
+                    b.fail(id, hold.fence()?, &failure),
+                )
                 .await
             }
         }
@@ -432,6 +579,13 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("job {id}: recording an error"),
+                    b.note_error(id, hold.fence()?, &error, next_retry_at),
+                )
+                .await
+            }
         }
     }
 
@@ -450,6 +604,10 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(b) => {
+                b.ctx(format!("job {id}: cancelling it"), b.cancel(id, &reason))
+                    .await
+            }
         }
     }
 
@@ -461,6 +619,7 @@ impl Store {
                 b.call("pruning finished jobs", move |db| db.prune(cutoff))
                     .await
             }
+            Backend::Postgres(b) => b.ctx("pruning finished jobs", b.prune(cutoff)).await,
         }
     }
 
@@ -482,6 +641,13 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    "looking up imported files by size",
+                    b.imported_size_exists(size, &ctx, is_adapter),
+                )
+                .await
+            }
         }
     }
 
@@ -499,6 +665,13 @@ impl Store {
                 b.call("looking up imported files by sha256", move |db| {
                     db.find_imported(size, &sha, &ctx, is_adapter)
                 })
+                .await
+            }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    "looking up imported files by sha256",
+                    b.find_imported(size, &sha, &ctx, is_adapter),
+                )
                 .await
             }
         }
@@ -522,6 +695,13 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("job {id}: recording a duplicate"),
+                    b.succeed_duplicate(id, hold.fence()?, &sha, &original),
+                )
+                .await
+            }
         }
     }
 
@@ -538,6 +718,13 @@ impl Store {
                 })
                 .await
             }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("job {id}: planning its filing"),
+                    b.plan_filing(id, dest.as_deref()),
+                )
+                .await
+            }
         }
     }
 
@@ -548,6 +735,13 @@ impl Store {
                 b.call(format!("job {id}: recording its filing"), move |db| {
                     db.finish_filing(id, state)
                 })
+                .await
+            }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("job {id}: recording its filing"),
+                    b.finish_filing(id, state),
+                )
                 .await
             }
         }
@@ -561,6 +755,13 @@ impl Store {
                 b.call(format!("job {id}: recording a filing error"), move |db| {
                     db.note_filing_error(id, &error)
                 })
+                .await
+            }
+            Backend::Postgres(b) => {
+                b.ctx(
+                    format!("job {id}: recording a filing error"),
+                    b.note_filing_error(id, &error),
+                )
                 .await
             }
         }
@@ -577,6 +778,7 @@ impl Store {
     {
         match &self.backend {
             Backend::Sqlite(b) => b.call("a test's own query", f).await,
+            Backend::Postgres(_) => panic!("not a SQLite store"),
         }
     }
 }

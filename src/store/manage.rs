@@ -29,7 +29,7 @@ pub struct JobQuery {
 /// recognises the file (identity, size, sha256, `file_context`,
 /// `is_adapter`, model id, dock status id, job id), its state and filing
 /// step (admission decides from them), and its timestamps.
-const PRUNED_DETAILS: &str = "session_id = NULL, session_started_at = NULL, \
+pub(super) const PRUNED_DETAILS: &str = "session_id = NULL, session_started_at = NULL, \
      session_expires_at = NULL, hashed_chunks = 0, hash_state = NULL, error = NULL, \
      error_stage = NULL, http_status = NULL, platform_message = NULL, next_retry_at = NULL, \
      filing_dest = NULL, filing_error = NULL";

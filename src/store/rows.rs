@@ -1,6 +1,8 @@
 //! Rows to domain values and back: timestamps, the job `SELECT` list, and
 //! reading a [`Job`] from a row by column name (never by position, so a
-//! column added or reordered cannot shift every field after it).
+//! column added or reordered cannot shift every field after it). Both
+//! backends read jobs through [`job_from_row`]: each row type says how it
+//! reads a column ([`Columns`]), and the mapping to a [`Job`] is written once.
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -83,105 +85,131 @@ const JOB_COLUMNS: &[&str] = &[
 ];
 
 /// The `SELECT` items for `jobs j`: each column under its own name, and
-/// the current session's acknowledged chunks and bytes.
-fn job_select_items() -> Vec<String> {
+/// the current session's acknowledged chunks and bytes (as BIGINT, which
+/// PostgreSQL's `SUM` is not).
+pub(super) fn job_select_items() -> Vec<String> {
     let mut items: Vec<String> = JOB_COLUMNS
         .iter()
         .map(|c| format!("j.{c} AS {c}"))
         .collect();
-    items.push("(SELECT COUNT(*) FROM chunks c WHERE c.job_id = j.id) AS chunks_done".into());
     items.push(
-        "(SELECT COALESCE(SUM(c.size), 0) FROM chunks c WHERE c.job_id = j.id) AS bytes_done"
+        "(SELECT CAST(COUNT(*) AS BIGINT) FROM chunks c WHERE c.job_id = j.id) AS chunks_done"
+            .into(),
+    );
+    items.push(
+        "(SELECT CAST(COALESCE(SUM(c.size), 0) AS BIGINT) FROM chunks c WHERE c.job_id = j.id) AS bytes_done"
             .into(),
     );
     items
+}
+
+/// How a backend's row reads a column by name; errors come back as the
+/// backend's own [`StoreError`] variant, given context by the caller.
+pub(super) trait Columns {
+    fn int(&self, c: &str) -> Result<i64>;
+    fn opt_int(&self, c: &str) -> Result<Option<i64>>;
+    fn text(&self, c: &str) -> Result<String>;
+    fn opt_text(&self, c: &str) -> Result<Option<String>>;
+    fn opt_bytes(&self, c: &str) -> Result<Option<Vec<u8>>>;
+    fn flag(&self, c: &str) -> Result<bool>;
+}
+
+impl Columns for Row<'_> {
+    fn int(&self, c: &str) -> Result<i64> {
+        Ok(self.get(c)?)
+    }
+    fn opt_int(&self, c: &str) -> Result<Option<i64>> {
+        Ok(self.get(c)?)
+    }
+    fn text(&self, c: &str) -> Result<String> {
+        Ok(self.get(c)?)
+    }
+    fn opt_text(&self, c: &str) -> Result<Option<String>> {
+        Ok(self.get(c)?)
+    }
+    fn opt_bytes(&self, c: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.get(c)?)
+    }
+    fn flag(&self, c: &str) -> Result<bool> {
+        Ok(self.get(c)?)
+    }
 }
 
 /// The `SELECT` list for `jobs j` that [`job_from_row`] reads.
 pub(super) static JOB_SELECT: LazyLock<String> = LazyLock::new(|| job_select_items().join(", "));
 
 /// Reads a job from a row of [`JOB_SELECT`] (in any column order).
-pub(super) fn job_from_row(row: &Row<'_>) -> Result<Job> {
-    let id: i64 = row.get("id")?;
+pub(super) fn job_from_row(row: &impl Columns) -> Result<Job> {
+    let id = row.int("id")?;
     let corrupt = |detail: String| StoreError::Corrupt { job: id, detail };
     let session = row
-        .get::<_, Option<String>>("session_id")?
+        .opt_text("session_id")?
         .map(|session_id| -> Result<SessionRecord> {
             Ok(SessionRecord {
                 session_id,
-                started_at: from_ms(
-                    row.get::<_, Option<i64>>("session_started_at")?
-                        .unwrap_or(0),
-                ),
-                expires_at: row
-                    .get::<_, Option<i64>>("session_expires_at")?
-                    .map(from_ms),
+                started_at: from_ms(row.opt_int("session_started_at")?.unwrap_or(0)),
+                expires_at: row.opt_int("session_expires_at")?.map(from_ms),
             })
         })
         .transpose()?;
-    let filing = match row.get::<_, Option<String>>("filing")? {
+    let filing = match row.opt_text("filing")? {
         None => None,
         Some(f) => Some(Filing {
             state: f.parse().map_err(|e| corrupt(format!("{e}")))?,
-            dest: row
-                .get::<_, Option<String>>("filing_dest")?
-                .map(PathBuf::from),
-            filed_at: row.get::<_, Option<i64>>("filed_at")?.map(from_ms),
+            dest: row.opt_text("filing_dest")?.map(PathBuf::from),
+            filed_at: row.opt_int("filed_at")?.map(from_ms),
         }),
     };
-    let hashed: i64 = row.get("hashed_chunks")?;
+    let hashed = row.int("hashed_chunks")?;
     Ok(Job {
         id,
-        path: PathBuf::from(row.get::<_, String>("path")?),
-        file_name: row.get("file_name")?,
+        path: PathBuf::from(row.text("path")?),
+        file_name: row.text("file_name")?,
         identity: FileIdentity {
-            dev: row.get::<_, i64>("dev")? as u64,
-            ino: row.get::<_, i64>("ino")? as u64,
-            size: row.get::<_, i64>("size")? as u64,
-            mtime_ns: row.get("mtime_ns")?,
+            dev: row.int("dev")? as u64,
+            ino: row.int("ino")? as u64,
+            size: row.int("size")? as u64,
+            mtime_ns: row.int("mtime_ns")?,
         },
-        file_context: row.get("file_context")?,
-        is_adapter: row.get("is_adapter")?,
-        chunk_size: row.get::<_, i64>("chunk_size")? as u64,
-        chunks_total: row.get::<_, i64>("chunks_total")? as u64,
+        file_context: row.text("file_context")?,
+        is_adapter: row.flag("is_adapter")?,
+        chunk_size: row.int("chunk_size")? as u64,
+        chunks_total: row.int("chunks_total")? as u64,
         state: row
-            .get::<_, String>("state")?
+            .text("state")?
             .parse()
             .map_err(|e| corrupt(format!("{e}")))?,
         session,
-        sessions_started: row.get::<_, i64>("sessions_started")? as u32,
-        model_id: row.get("model_id")?,
-        dock_status_id: row.get("dock_status_id")?,
-        sha256: row.get("sha256")?,
-        hash_checkpoint: row
-            .get::<_, Option<Vec<u8>>>("hash_state")?
-            .map(|state| HashCheckpoint {
-                chunks: hashed as u64,
-                state,
-            }),
-        error: row.get("error")?,
+        sessions_started: row.int("sessions_started")? as u32,
+        model_id: row.opt_text("model_id")?,
+        dock_status_id: row.opt_text("dock_status_id")?,
+        sha256: row.opt_text("sha256")?,
+        hash_checkpoint: row.opt_bytes("hash_state")?.map(|state| HashCheckpoint {
+            chunks: hashed as u64,
+            state,
+        }),
+        error: row.opt_text("error")?,
         error_stage: row
-            .get::<_, Option<String>>("error_stage")?
+            .opt_text("error_stage")?
             .map(|s| s.parse())
             .transpose()
             .map_err(|e| corrupt(format!("{e}")))?,
-        http_status: row.get::<_, Option<i64>>("http_status")?.map(|s| s as u16),
-        platform_message: row.get("platform_message")?,
-        attempts: row.get::<_, i64>("attempts")? as u32,
-        next_retry_at: row.get::<_, Option<i64>>("next_retry_at")?.map(from_ms),
-        watch_dir: row
-            .get::<_, Option<String>>("watch_dir")?
-            .map(PathBuf::from),
-        created_at: from_ms(row.get("created_at")?),
-        updated_at: from_ms(row.get("updated_at")?),
-        started_at: row.get::<_, Option<i64>>("started_at")?.map(from_ms),
-        finished_at: row.get::<_, Option<i64>>("finished_at")?.map(from_ms),
-        chunks_done: row.get::<_, i64>("chunks_done")? as u64,
-        bytes_done: row.get::<_, i64>("bytes_done")? as u64,
+        http_status: row.opt_int("http_status")?.map(|s| s as u16),
+        platform_message: row.opt_text("platform_message")?,
+        attempts: row.int("attempts")? as u32,
+        next_retry_at: row.opt_int("next_retry_at")?.map(from_ms),
+        watch_dir: row.opt_text("watch_dir")?.map(PathBuf::from),
+        created_at: from_ms(row.int("created_at")?),
+        updated_at: from_ms(row.int("updated_at")?),
+        started_at: row.opt_int("started_at")?.map(from_ms),
+        finished_at: row.opt_int("finished_at")?.map(from_ms),
+        chunks_done: row.int("chunks_done")? as u64,
+        bytes_done: row.int("bytes_done")? as u64,
         filing,
-        filing_error: row.get("filing_error")?,
-        pruned: row.get("pruned")?,
-        duplicate_of: row.get("duplicate_of")?,
+        filing_error: row.opt_text("filing_error")?,
+        pruned: row.flag("pruned")?,
+        duplicate_of: row.opt_int("duplicate_of")?,
+        instance: None,
     })
 }
 

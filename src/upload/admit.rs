@@ -90,8 +90,14 @@ pub async fn admit(
     policy: Policy<'_>,
 ) -> Result<Admission, StoreError> {
     let known = store
-        .find_by_identity(&file.identity, &file.file_context, file.is_adapter)
+        .find_by_identity(
+            &file.path,
+            &file.identity,
+            &file.file_context,
+            file.is_adapter,
+        )
         .await?;
+    let seen = known.as_ref().map(|j| j.id);
     if let Some(job) = known {
         let again = match job.state {
             s if !s.is_terminal() => return Ok(Admission::Resume(job)),
@@ -110,7 +116,12 @@ pub async fn admit(
     if let Some(running) = policy.supersede_unless_running {
         let older = store.unfinished_for_path(&file.path).await?;
         for old in older {
-            if old.state == JobState::Queued && !running(old.id) {
+            // A job of this very file (admitted meanwhile by another
+            // instance in fleet mode) is not an earlier version of it.
+            let same_file = old.identity.matches(&file.identity)
+                && old.file_context == file.file_context
+                && old.is_adapter == file.is_adapter;
+            if old.state == JobState::Queued && !running(old.id) && !same_file {
                 // A process driving the job (an `upload`) keeps it.
                 let hold = match store.hold(old.id).await {
                     Ok(hold) => hold,
@@ -127,7 +138,12 @@ pub async fn admit(
             }
         }
     }
-    let id = store.admit(&file).await?;
+    let id = match store.admit_unless_newer(&file, seen).await? {
+        Ok(id) => id,
+        // Another instance admitted the file first: its job is the file's.
+        Err(job) if job.state.is_terminal() => return Ok(Admission::Settled(job)),
+        Err(job) => return Ok(Admission::Resume(job)),
+    };
     let job = store.job(id).await?;
     Ok(Admission::New { job, superseded })
 }

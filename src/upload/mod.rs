@@ -204,6 +204,9 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
+        // A lease can be lost mid-run (fleet mode): the run stops as if
+        // cancelled, and every write it might still make is refused.
+        let cancel = hold.stopped(&cancel);
         let ctx = JobCtx {
             id,
             hold,
@@ -356,6 +359,11 @@ impl JobCtx {
     async fn settle_outcome(&self, err: StepError) -> Result<Outcome, EngineError> {
         let failure = match err {
             StepError::Cancelled => return Ok(Outcome::Interrupted),
+            // Fleet mode: another instance has the job now; this one stops.
+            StepError::Store(e @ StoreError::LeaseLost { .. }) => {
+                warn!(error = %e, "the job was taken over; leaving it to its new holder");
+                return Ok(Outcome::Busy);
+            }
             StepError::Store(e) => return Err(e.into()),
             StepError::Task(e) => return Err(EngineError::Task(e)),
             StepError::Platform(e) if e.kind == ErrorKind::Auth => {
@@ -434,7 +442,10 @@ impl JobCtx {
     {
         let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
         loop {
-            if self.cancel.is_cancelled() {
+            // The hold is checked by the clock too: a process resumed after
+            // a pause past its lease must not send before the renewal task
+            // has run and noticed.
+            if self.cancel.is_cancelled() || !self.hold.is_live() {
                 return Err(StepError::Cancelled);
             }
             match f().await {

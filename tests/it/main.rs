@@ -4,6 +4,7 @@
 
 mod daemon;
 mod engine;
+mod fleet;
 mod hardening_config;
 mod hardening_engine;
 mod hardening_files;

@@ -186,7 +186,7 @@ async fn finds_the_newest_job_by_identity() {
     let b = new_job(&s, 10).await;
     let ident = s.job(a).await.unwrap().identity;
     assert_eq!(
-        s.find_by_identity(&ident, "model", false)
+        s.find_by_identity(Path::new("/drop/m.tar"), &ident, "model", false)
             .await
             .unwrap()
             .unwrap()
@@ -194,13 +194,13 @@ async fn finds_the_newest_job_by_identity() {
         b
     );
     assert!(s
-        .find_by_identity(&ident, "model", true)
+        .find_by_identity(Path::new("/drop/m.tar"), &ident, "model", true)
         .await
         .unwrap()
         .is_none());
     let other = FileIdentity { size: 11, ..ident };
     assert!(s
-        .find_by_identity(&other, "model", false)
+        .find_by_identity(Path::new("/drop/m.tar"), &other, "model", false)
         .await
         .unwrap()
         .is_none());

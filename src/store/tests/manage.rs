@@ -121,7 +121,7 @@ async fn prune_keeps_what_recognises_the_file_and_nothing_else() {
     assert_eq!(listed, [running, unfiled]);
     assert_eq!(s.list(&JobQuery::default()).await.unwrap().len(), 2);
     let found = s
-        .find_by_identity(&j.identity, "model", false)
+        .find_by_identity(&j.path, &j.identity, "model", false)
         .await
         .unwrap()
         .unwrap();

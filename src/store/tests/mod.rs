@@ -6,6 +6,7 @@ mod filing;
 mod hold;
 mod jobs;
 mod manage;
+mod pg;
 mod rows;
 
 use std::path::{Path, PathBuf};

@@ -65,6 +65,7 @@ fn full_job() -> Job {
         filing_error: Some("disk full".into()),
         pruned: true,
         duplicate_of: Some(3),
+        instance: None,
     }
 }
 
