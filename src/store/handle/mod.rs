@@ -15,6 +15,13 @@
 //! job is refused ([`StoreError::NotHeld`]). PostgreSQL's proof is a lease
 //! (see `pg/lease.rs`): its writes carry the lease's fencing token, and a
 //! writer whose lease was taken over is refused ([`StoreError::LeaseLost`]).
+//!
+//! Reads are in `reads`, filing in `filing`, operators' changes and dedupe
+//! in `manage`: further `impl Store` blocks, one concern a file.
+
+mod filing;
+mod manage;
+mod reads;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,14 +31,10 @@ use super::error::{Result, StoreError};
 pub use super::hold::Hold;
 use super::hold::{HoldInner, Proof};
 use super::lock::lock_job;
-use super::manage::JobQuery;
 use super::open::SqliteStore;
 use super::pg::{FleetOptions, Lease, PgBackend};
 use crate::escaped::Escaped;
-use crate::job::{
-    ChunkAck, Failure, FilingState, HashCheckpoint, Job, JobId, JobState, NewJob, SessionRecord,
-};
-use crate::source::FileIdentity;
+use crate::job::{ChunkAck, Failure, HashCheckpoint, Job, JobId, NewJob, SessionRecord};
 
 /// The job store, shared by async tasks (cheap to clone).
 #[derive(Clone)]
@@ -173,7 +176,7 @@ impl Store {
     }
 
     /// Refuses a write for job `id` whose `hold` is not this store's hold on it.
-    fn check(&self, id: JobId, hold: &Hold) -> Result<()> {
+    pub(super) fn check(&self, id: JobId, hold: &Hold) -> Result<()> {
         if hold.0.job == id && hold.0.store == self.path() {
             return Ok(());
         }
@@ -221,153 +224,6 @@ impl Store {
                 lease.release().await;
             }
             let _ = tokio::task::spawn_blocking(move || drop(inner)).await;
-        }
-    }
-
-    // Reads.
-
-    pub async fn job(&self, id: JobId) -> Result<Job> {
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call(format!("reading job {id}"), move |db| db.job(id))
-                    .await
-            }
-            Backend::Postgres(b) => b.ctx(format!("reading job {id}"), b.job(id)).await,
-        }
-    }
-
-    /// The jobs `query` selects, pruned ones left out, newest first.
-    pub async fn list(&self, query: &JobQuery) -> Result<Vec<Job>> {
-        let query = query.clone();
-        match &self.backend {
-            Backend::Sqlite(b) => b.call("reading jobs", move |db| db.list(&query)).await,
-            Backend::Postgres(b) => b.ctx("reading jobs", b.list(&query)).await,
-        }
-    }
-
-    /// Job `id`'s state alone; cheap enough to poll while driving it.
-    pub async fn job_state(&self, id: JobId) -> Result<JobState> {
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call(format!("reading job {id}'s state"), move |db| {
-                    db.job_state(id)
-                })
-                .await
-            }
-            Backend::Postgres(b) => {
-                b.ctx(format!("reading job {id}'s state"), b.job_state(id))
-                    .await
-            }
-        }
-    }
-
-    /// Every job not pruned, oldest first.
-    pub async fn jobs(&self) -> Result<Vec<Job>> {
-        match &self.backend {
-            Backend::Sqlite(b) => b.call("reading jobs", |db| db.jobs()).await,
-            Backend::Postgres(b) => b.ctx("reading jobs", b.jobs()).await,
-        }
-    }
-
-    /// Jobs in an [active](JobState::ACTIVE) state, oldest first.
-    pub async fn unfinished(&self) -> Result<Vec<Job>> {
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call("reading unfinished jobs", |db| db.unfinished())
-                    .await
-            }
-            Backend::Postgres(b) => b.ctx("reading unfinished jobs", b.unfinished()).await,
-        }
-    }
-
-    /// Unfinished jobs nobody holds now, oldest first: in fleet mode those
-    /// whose lease is unset or has run out (their holder died or stopped);
-    /// SQLite does not know without trying the lock, so every unfinished one.
-    pub async fn takeable(&self) -> Result<Vec<Job>> {
-        match &self.backend {
-            Backend::Sqlite(_) => self.unfinished().await,
-            Backend::Postgres(b) => b.ctx("reading jobs to take over", b.takeable()).await,
-        }
-    }
-
-    /// Unfinished jobs for a file at `path` (whatever its identity).
-    pub async fn unfinished_for_path(&self, path: &Path) -> Result<Vec<Job>> {
-        let path = path.to_path_buf();
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call(
-                    format!("reading jobs for {}", Escaped::path(&path)),
-                    move |db| db.unfinished_for_path(&path),
-                )
-                .await
-            }
-            Backend::Postgres(b) => {
-                b.ctx(
-                    format!("reading jobs for {}", Escaped::path(&path)),
-                    b.unfinished_for_path(&path),
-                )
-                .await
-            }
-        }
-    }
-
-    /// The newest job for this file identity and import kind. SQLite knows
-    /// a file by (device, inode, size, mtime) wherever it is; fleet mode by
-    /// its path, inode, size and mtime (device numbers differ per host).
-    pub async fn find_by_identity(
-        &self,
-        path: &Path,
-        identity: &FileIdentity,
-        file_context: &str,
-        is_adapter: bool,
-    ) -> Result<Option<Job>> {
-        let (path, identity, ctx) = (path.to_path_buf(), *identity, file_context.to_string());
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call("looking up a file's jobs", move |db| {
-                    db.find_by_identity(&identity, &ctx, is_adapter)
-                })
-                .await
-            }
-            Backend::Postgres(b) => {
-                b.ctx(
-                    "looking up a file's jobs",
-                    b.find_by_identity(&path, &identity, &ctx, is_adapter),
-                )
-                .await
-            }
-        }
-    }
-
-    /// Jobs per state.
-    pub async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
-        match &self.backend {
-            Backend::Sqlite(b) => b.call("counting jobs", |db| db.count_by_state()).await,
-            Backend::Postgres(b) => b.ctx("counting jobs", b.count_by_state()).await,
-        }
-    }
-
-    /// Chunks acknowledged in the job's current session.
-    pub async fn acked_chunks(&self, id: JobId) -> Result<Vec<ChunkAck>> {
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call(format!("reading job {id}'s chunks"), move |db| {
-                    db.acked_chunks(id)
-                })
-                .await
-            }
-            Backend::Postgres(b) => {
-                b.ctx(format!("reading job {id}'s chunks"), b.acked_chunks(id))
-                    .await
-            }
-        }
-    }
-
-    /// Finished daemon jobs whose filing is not final.
-    pub async fn unfiled(&self) -> Result<Vec<Job>> {
-        match &self.backend {
-            Backend::Sqlite(b) => b.call("reading jobs to file", |db| db.unfiled()).await,
-            Backend::Postgres(b) => b.ctx("reading jobs to file", b.unfiled()).await,
         }
     }
 
@@ -583,184 +439,6 @@ impl Store {
                 b.ctx(
                     format!("job {id}: recording an error"),
                     b.note_error(id, hold.fence()?, &error, next_retry_at),
-                )
-                .await
-            }
-        }
-    }
-
-    // Operators' changes (no hold: another process may be driving the job).
-
-    /// Moves a `queued`, `uploading` or `completing` job to `cancelled`
-    /// (error stage `cancelled`, `reason` as its error). The process driving
-    /// it, if any, notices from the store and stops; others refuse
-    /// ([`StoreError::InvalidTransition`]).
-    pub async fn cancel(&self, id: JobId, reason: &str) -> Result<()> {
-        let reason = reason.to_string();
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call(format!("job {id}: cancelling it"), move |db| {
-                    db.cancel(id, &reason)
-                })
-                .await
-            }
-            Backend::Postgres(b) => {
-                b.ctx(format!("job {id}: cancelling it"), b.cancel(id, &reason))
-                    .await
-            }
-        }
-    }
-
-    /// Forgets the details of jobs finished (and filed) before `cutoff`,
-    /// keeping what recognises their files; returns how many.
-    pub async fn prune(&self, cutoff: SystemTime) -> Result<u64> {
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call("pruning finished jobs", move |db| db.prune(cutoff))
-                    .await
-            }
-            Backend::Postgres(b) => b.ctx("pruning finished jobs", b.prune(cutoff)).await,
-        }
-    }
-
-    // Dedupe (imported files by size, then sha256).
-
-    /// Whether a file of exactly `size` bytes was imported with this
-    /// `file_context` and `is_adapter`: only then is a sha256 pass worth it.
-    pub async fn imported_size_exists(
-        &self,
-        size: u64,
-        file_context: &str,
-        is_adapter: bool,
-    ) -> Result<bool> {
-        let ctx = file_context.to_string();
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call("looking up imported files by size", move |db| {
-                    db.imported_size_exists(size, &ctx, is_adapter)
-                })
-                .await
-            }
-            Backend::Postgres(b) => {
-                b.ctx(
-                    "looking up imported files by size",
-                    b.imported_size_exists(size, &ctx, is_adapter),
-                )
-                .await
-            }
-        }
-    }
-
-    /// The succeeded job that imported these bytes with this kind, if any.
-    pub async fn find_imported(
-        &self,
-        size: u64,
-        sha256: &str,
-        file_context: &str,
-        is_adapter: bool,
-    ) -> Result<Option<Job>> {
-        let (sha, ctx) = (sha256.to_string(), file_context.to_string());
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call("looking up imported files by sha256", move |db| {
-                    db.find_imported(size, &sha, &ctx, is_adapter)
-                })
-                .await
-            }
-            Backend::Postgres(b) => {
-                b.ctx(
-                    "looking up imported files by sha256",
-                    b.find_imported(size, &sha, &ctx, is_adapter),
-                )
-                .await
-            }
-        }
-    }
-
-    /// A queued job whose bytes (`sha256`) `original` imported already:
-    /// `succeeded` as its duplicate, nothing sent.
-    pub async fn succeed_duplicate(
-        &self,
-        id: JobId,
-        hold: &Hold,
-        sha256: &str,
-        original: &Job,
-    ) -> Result<()> {
-        self.check(id, hold)?;
-        let (sha, original) = (sha256.to_string(), original.clone());
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call(format!("job {id}: recording a duplicate"), move |db| {
-                    db.succeed_duplicate(id, &sha, &original)
-                })
-                .await
-            }
-            Backend::Postgres(b) => {
-                b.ctx(
-                    format!("job {id}: recording a duplicate"),
-                    b.succeed_duplicate(id, hold.fence()?, &sha, &original),
-                )
-                .await
-            }
-        }
-    }
-
-    // Filing of finished daemon jobs (the daemon alone files; no hold).
-
-    /// Records where a finished job's file goes, before anything moves.
-    /// Planning twice keeps the first plan.
-    pub async fn plan_filing(&self, id: JobId, dest: Option<&Path>) -> Result<()> {
-        let dest = dest.map(Path::to_path_buf);
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call(format!("job {id}: planning its filing"), move |db| {
-                    db.plan_filing(id, dest.as_deref())
-                })
-                .await
-            }
-            Backend::Postgres(b) => {
-                b.ctx(
-                    format!("job {id}: planning its filing"),
-                    b.plan_filing(id, dest.as_deref()),
-                )
-                .await
-            }
-        }
-    }
-
-    /// The planned filing is carried out (`done`) or does not apply (`skipped`).
-    pub async fn finish_filing(&self, id: JobId, state: FilingState) -> Result<()> {
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call(format!("job {id}: recording its filing"), move |db| {
-                    db.finish_filing(id, state)
-                })
-                .await
-            }
-            Backend::Postgres(b) => {
-                b.ctx(
-                    format!("job {id}: recording its filing"),
-                    b.finish_filing(id, state),
-                )
-                .await
-            }
-        }
-    }
-
-    /// Filing failed this time; it is retried.
-    pub async fn note_filing_error(&self, id: JobId, error: &str) -> Result<()> {
-        let error = error.to_string();
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call(format!("job {id}: recording a filing error"), move |db| {
-                    db.note_filing_error(id, &error)
-                })
-                .await
-            }
-            Backend::Postgres(b) => {
-                b.ctx(
-                    format!("job {id}: recording a filing error"),
-                    b.note_filing_error(id, &error),
                 )
                 .await
             }
