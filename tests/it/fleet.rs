@@ -344,3 +344,26 @@ async fn two_instances_seeing_one_new_file_make_one_job() {
         no_password(&p.finish().await);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reaches_the_fleet_database_and_reports_its_schema_version() {
+    let Some(f) = Fleet::start("check_reaches_the_fleet_database", 0, 2).await else {
+        return;
+    };
+    let cfg = f.env.config.to_str().unwrap().to_string();
+    let r = run(f.command(&["check", "-c", &cfg])).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("schema version"), "{}", r.stdout);
+    no_password(&r);
+
+    // A database that does not answer is a problem, named without the password.
+    let mut cmd = f.command(&["check", "-c", &cfg]);
+    cmd.env(
+        "MODELFERRY__STATE__URL",
+        "postgresql://modelferry@127.0.0.1:1/modelferry",
+    );
+    let r = run(cmd).await;
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("database"), "{}", r.stderr);
+    no_password(&r);
+}
