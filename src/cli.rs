@@ -32,11 +32,14 @@ pub const LONG_VERSION: &str = concat!(
 import-session API. Its state lives in SQLite, so a crash, reboot or outage costs at most \
 the chunks in flight."
 )]
+/// The command line: one command and its arguments.
 pub struct Cli {
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The daemon: watch every configured drop folder and run jobs until SIGTERM/SIGINT.
@@ -62,13 +65,18 @@ pub enum Command {
     Manpages(ManpagesArgs),
 }
 
+/// `modelferry completions`.
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
+    /// The shell to write the script for.
     #[arg(value_enum, value_name = "SHELL")]
     pub shell: Shell,
 }
 
 /// The shells completions are made for.
+// Undocumented variants: a doc comment on one would become `--help` text,
+// turning `[possible values: bash, zsh, fish]` into a list that says no more.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Shell {
     Bash,
@@ -76,6 +84,7 @@ pub enum Shell {
     Fish,
 }
 
+/// `modelferry manpages` (hidden; for packaging).
 #[derive(Debug, Args)]
 pub struct ManpagesArgs {
     /// The folder to write the pages into (created if missing).
@@ -83,6 +92,7 @@ pub struct ManpagesArgs {
     pub dir: PathBuf,
 }
 
+/// `-c FILE`, shared by every command that reads the configuration.
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Configuration file (TOML).
@@ -96,14 +106,18 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+/// `modelferry run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// The configuration file.
     #[command(flatten)]
     pub config: ConfigArg,
 }
 
+/// `modelferry upload`.
 #[derive(Debug, Args)]
 pub struct UploadArgs {
+    /// The configuration file.
     #[command(flatten)]
     pub config: ConfigArg,
     /// The tarball to import.
@@ -140,8 +154,10 @@ pub struct UploadArgs {
     pub dry_run: bool,
 }
 
+/// `modelferry status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// The configuration file.
     #[command(flatten)]
     pub config: ConfigArg,
     /// Only these jobs.
@@ -161,8 +177,10 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `modelferry retry`.
 #[derive(Debug, Args)]
 pub struct RetryArgs {
+    /// The configuration file.
     #[command(flatten)]
     pub config: ConfigArg,
     /// Failed or cancelled jobs to run again.
@@ -170,8 +188,10 @@ pub struct RetryArgs {
     pub ids: Vec<JobId>,
 }
 
+/// `modelferry cancel`.
 #[derive(Debug, Args)]
 pub struct CancelArgs {
+    /// The configuration file.
     #[command(flatten)]
     pub config: ConfigArg,
     /// Queued, uploading or completing jobs to stop.
@@ -179,8 +199,10 @@ pub struct CancelArgs {
     pub ids: Vec<JobId>,
 }
 
+/// `modelferry prune`.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
+    /// The configuration file.
     #[command(flatten)]
     pub config: ConfigArg,
     /// Forget finished jobs older than this (default: state.retain; "0": none).
@@ -188,8 +210,10 @@ pub struct PruneArgs {
     pub older_than: Option<String>,
 }
 
+/// `modelferry check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The configuration file.
     #[command(flatten)]
     pub config: ConfigArg,
     /// Also make one authenticated read of the platform: exit 3 if the key
@@ -233,6 +257,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("{s:?} is not a size like \"256MiB\" ({e})"))
 }
 
+/// `modelferry emulator`.
 #[derive(Debug, Args)]
 pub struct EmulatorArgs {
     /// Address to listen on (loopback unless you mean otherwise).

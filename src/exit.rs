@@ -13,6 +13,7 @@ pub const KEY_REJECTED: u8 = 3;
 /// Stopped by SIGINT/SIGTERM before the import finished; a rerun resumes it.
 pub const INTERRUPTED: u8 = 130;
 
+/// `c` as the process's exit code.
 pub fn code(c: u8) -> ExitCode {
     ExitCode::from(c)
 }

@@ -21,6 +21,7 @@
 //! - [`emulator`]: a local emulator of the platform, for tests and demos (the
 //!   `modelferry-emulator` crate, re-exported).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod commands;

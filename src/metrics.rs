@@ -30,18 +30,24 @@ pub use crate::platform::stats::{PlatformStats, Readiness, CALLS};
 
 use crate::job::JobState;
 
+/// The label of `modelferry_retries_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
+    /// One of [`RETRY_REASONS`].
     pub reason: String,
 }
 
+/// The label of `modelferry_jobs`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
+    /// A job state.
     pub state: String,
 }
 
+/// The label of `modelferry_imports_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
+    /// An [`ImportResult`]'s name.
     pub result: &'static str,
 }
 
@@ -64,7 +70,9 @@ pub const RETRY_REASONS: [&str; 5] = [
 /// How an import ended, for `modelferry_imports_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportResult {
+    /// Imported.
     Succeeded,
+    /// Failed for good.
     Failed,
     /// Stopped by `modelferry cancel`.
     Cancelled,
@@ -73,6 +81,7 @@ pub enum ImportResult {
 }
 
 impl ImportResult {
+    /// Every result (each series exists from the start).
     pub const ALL: [ImportResult; 4] = [
         ImportResult::Succeeded,
         ImportResult::Failed,
@@ -80,6 +89,7 @@ impl ImportResult {
         ImportResult::Duplicate,
     ];
 
+    /// The result's name, as the `result` label gives it.
     pub fn as_str(self) -> &'static str {
         match self {
             ImportResult::Succeeded => "succeeded",
@@ -90,15 +100,26 @@ impl ImportResult {
     }
 }
 
+/// The counters the engine and the daemon update, in their registry.
 pub struct Metrics {
     registry: Registry,
+    /// `modelferry_uploaded_bytes_total`: chunk bytes the platform acknowledged.
     pub bytes_uploaded: Counter,
+    /// `modelferry_uploaded_chunks_total`: chunks the platform acknowledged.
     pub chunks_uploaded: Counter,
+    /// `modelferry_retries_total{reason}`: platform calls retried.
     pub retries: Family<ReasonLabel, Counter>,
+    /// `modelferry_jobs{state}`: jobs the daemon holds, by state.
     pub jobs: Family<StateLabel, Gauge>,
+    /// `modelferry_imports_total{result}`: imports ended.
     pub imports: Family<ResultLabel, Counter>,
+    /// `modelferry_last_success_timestamp_seconds`: when an import last
+    /// succeeded (Unix time; 0: not since start).
     pub last_success: Gauge<f64, AtomicU64>,
+    /// `modelferry_import_duration_seconds`: from the first session start to
+    /// SUCCESS.
     pub import_duration: Histogram,
+    /// `modelferry_api_key_rejected`: 1 while the platform rejects the API key.
     pub api_key_rejected: Gauge,
     /// Shared with the platform client (`PlatformClient::with_stats`).
     pub platform: Arc<PlatformStats>,
@@ -113,6 +134,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics, every series at its starting value.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("modelferry");
         registry.register(
@@ -205,6 +227,7 @@ impl Metrics {
         m
     }
 
+    /// Counts one retried platform call; `reason` is one of [`RETRY_REASONS`].
     pub fn retry(&self, reason: &str) {
         self.retries
             .get_or_create(&ReasonLabel {
@@ -213,6 +236,7 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts an import that ended; a success also sets the last-success time.
     pub fn import_finished(&self, result: ImportResult) {
         self.imports
             .get_or_create(&ResultLabel {

@@ -45,6 +45,7 @@ impl Secret {
         &self.0
     }
 
+    /// Whether the secret is empty (blank once trimmed).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

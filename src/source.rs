@@ -16,13 +16,18 @@ use std::path::{Path, PathBuf};
 /// What makes a file the same file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileIdentity {
+    /// The device the file is on; 0: not recorded (see [`FileIdentity::matches`]).
     pub dev: u64,
+    /// The inode number.
     pub ino: u64,
+    /// The size in bytes.
     pub size: u64,
+    /// The modification time, in nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
 }
 
 impl FileIdentity {
+    /// The identity `meta` describes.
     pub fn of(meta: &Metadata) -> Self {
         FileIdentity {
             dev: meta.dev(),
@@ -47,25 +52,59 @@ impl FileIdentity {
     }
 }
 
+/// A source file that cannot be read as planned; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// An I/O error other than the file being gone.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Not a regular file (a FIFO, a device, a symbolic link, ...).
     #[error("{path}: not a regular file ({kind}); only regular files are imported")]
-    NotRegular { path: PathBuf, kind: &'static str },
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead, in words ("a FIFO").
+        kind: &'static str,
+    },
+    /// The file no longer has the identity it was taken with.
     #[error(
         "{path}: the file changed since it was taken (size, modification time or inode differ)"
     )]
-    Changed { path: PathBuf },
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is no longer there.
     #[error("{path}: the file disappeared before the import finished")]
-    Gone { path: PathBuf },
+    Gone {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file has no bytes to import.
     #[error("{path}: the file is empty; there is nothing to import")]
-    Empty { path: PathBuf },
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A chunk read again on resume does not match the checksum recorded
+    /// when it was acknowledged.
     #[error("{path}: chunk {index} changed since it was uploaded (its sha256 differs)")]
-    ChunkChanged { path: PathBuf, index: u64 },
+    ChunkChanged {
+        /// The file.
+        path: PathBuf,
+        /// The chunk's index.
+        index: u64,
+    },
 }
 
 impl SourceError {
+    /// The error for `source` while reading `path`: [`SourceError::Gone`]
+    /// when the file is not found, else [`SourceError::Io`].
     pub fn io(path: &Path, source: io::Error) -> Self {
         let path = path.to_path_buf();
         if source.kind() == io::ErrorKind::NotFound {

@@ -12,18 +12,22 @@ fn send(states: &[NotifyState<'_>]) {
     }
 }
 
+/// Tells systemd the service is ready (`READY=1`).
 pub fn ready() {
     send(&[NotifyState::Ready]);
 }
 
+/// Sets the status line `systemctl status` shows (`STATUS=`).
 pub fn status(line: &str) {
     send(&[NotifyState::Status(line)]);
 }
 
+/// Pets the watchdog (`WATCHDOG=1`).
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }
 
+/// Tells systemd the service is stopping (`STOPPING=1`).
 pub fn stopping() {
     send(&[NotifyState::Stopping]);
 }

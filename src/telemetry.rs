@@ -88,6 +88,9 @@ pub struct StderrWriter {
 }
 
 impl StderrWriter {
+    /// A writer that prints each line with `bar` cleared, so lines and the bar
+    /// do not tear each other (a bar is drawn on a terminal only, never the
+    /// journal).
     pub fn around(bar: indicatif::ProgressBar) -> Self {
         StderrWriter {
             bar: Some(bar),
@@ -96,6 +99,7 @@ impl StderrWriter {
     }
 }
 
+/// One write of log output to stderr, made by [`StderrWriter`].
 pub struct LineWriter {
     bar: Option<indicatif::ProgressBar>,
     prefix: Option<&'static str>,

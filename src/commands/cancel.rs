@@ -14,6 +14,7 @@ use crate::store::StoreError;
 /// The error a cancelled job carries (its receipt's and `status`'s).
 pub const REASON: &str = "cancelled by `modelferry cancel`";
 
+/// Runs `modelferry cancel`, returning the exit status.
 pub async fn run(config: &Config, ids: &[JobId]) -> anyhow::Result<u8> {
     let store = open_existing(config).await?;
     let mut code = exit::SUCCESS;

@@ -15,6 +15,7 @@ use crate::platform::{ClientSettings, ErrorKind, PlatformClient};
 /// The longest the online read may take, whatever `request_timeout` says.
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Runs `modelferry check`, returning the exit status.
 pub async fn run(file: &Path, online: bool) -> anyhow::Result<u8> {
     let f = file.to_path_buf();
     let (config, problems) = tokio::task::spawn_blocking(move || Config::check(&f)).await?;

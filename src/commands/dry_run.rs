@@ -27,15 +27,25 @@ use crate::upload::ChunkPlan;
 /// The plan, as `--dry-run --json` prints it.
 #[derive(Debug, Serialize)]
 pub struct Plan {
+    /// Always `true`: nothing was sent.
     pub dry_run: bool,
+    /// The file, as given.
     pub path: String,
+    /// The file's name, as it would be sent to the platform.
     pub file: String,
+    /// The file's size in bytes.
     pub size: u64,
+    /// The platform's `fileContext` the import would use.
     pub file_context: String,
+    /// Whether the import would be an adapter.
     pub is_adapter: bool,
+    /// The archive's format, when pre-flight accepted it.
     pub format: Option<Format>,
+    /// What pre-flight found.
     pub preflight: Preflight,
+    /// Bytes in each chunk (`upload.chunk_size`).
     pub chunk_size: u64,
+    /// Chunks the file is cut into.
     pub chunks: u64,
     /// Chunks an upload would send (fewer when it resumes a job).
     pub chunks_to_send: u64,
@@ -44,35 +54,53 @@ pub struct Plan {
     /// The file is imported already: by its identity (`job_id`) or, with
     /// dedupe, by its bytes (`duplicate_of`).
     pub already_imported: bool,
+    /// The job that imported this file already (by its identity).
     pub job_id: Option<JobId>,
+    /// The job that imported the same bytes already (dedupe).
     pub duplicate_of: Option<JobId>,
+    /// The platform's model id of the earlier import, if any.
     pub model_id: Option<String>,
     /// An unfinished job an upload would resume.
     pub resumes_job: Option<JobId>,
+    /// Whether an upload would send anything.
     pub would_upload: bool,
     /// Why the state database was not consulted, when it was not.
     pub note: Option<String>,
 }
 
+/// Pre-flight's answer, as the plan shows it.
 #[derive(Debug, Serialize)]
 pub struct Preflight {
+    /// Whether pre-flight accepted the archive.
     pub ok: bool,
+    /// Why it did not, as one line.
     pub error: Option<String>,
+    /// The member to blame, when one is.
     pub member: Option<String>,
+    /// The reason alone, without the member.
     pub reason: Option<String>,
+    /// What was found in an accepted archive.
     #[serde(flatten)]
     pub summary: Option<Summary>,
 }
 
+/// What to plan: a file and how it would be imported.
 pub struct Request<'a> {
+    /// The file.
     pub path: &'a Path,
+    /// Its identity, as read when the command started.
     pub identity: FileIdentity,
+    /// The platform's `fileContext` for the import.
     pub file_context: String,
+    /// Whether the import is an adapter.
     pub is_adapter: bool,
+    /// `--force`: plan to import again even a file already imported.
     pub force: bool,
+    /// `--json`: print the plan as JSON.
     pub json: bool,
 }
 
+/// Runs `modelferry upload --dry-run`, returning the exit status.
 pub async fn run(
     req: Request<'_>,
     config: &Config,

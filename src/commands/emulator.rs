@@ -7,6 +7,7 @@ use modelferry_emulator::EmulatorOptions;
 use crate::cli::EmulatorArgs;
 use crate::exit;
 
+/// The emulator's options, from the command line.
 pub fn options(args: &EmulatorArgs) -> EmulatorOptions {
     EmulatorOptions {
         api_key: args.api_key.clone(),
@@ -26,6 +27,8 @@ pub fn options(args: &EmulatorArgs) -> EmulatorOptions {
     }
 }
 
+/// Serves the emulator on `--listen` until `shutdown`, returning the exit
+/// status.
 pub async fn run(
     args: EmulatorArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -12,6 +12,7 @@ use crate::cli::PruneArgs;
 use crate::config::{parse_retain, Config};
 use crate::exit;
 
+/// Runs `modelferry prune`, returning the exit status.
 pub async fn run(config: &Config, args: &PruneArgs) -> anyhow::Result<u8> {
     let (older_than, from) = match &args.older_than {
         Some(text) => (

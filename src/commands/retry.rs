@@ -17,6 +17,7 @@ use crate::filing;
 use crate::job::{FilingState, Job, JobId, JobState};
 use crate::store::StoreError;
 
+/// Runs `modelferry retry`, returning the exit status.
 pub async fn run(config: &Config, ids: &[JobId]) -> anyhow::Result<u8> {
     let store = open_existing(config).await?;
     let mut code = exit::SUCCESS;

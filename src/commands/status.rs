@@ -16,34 +16,61 @@ use crate::store::{JobQuery, Store};
 /// One job as `status --json` prints it.
 #[derive(Debug, Serialize)]
 pub struct JobView {
+    /// The job's id.
     pub id: i64,
+    /// The source file.
     pub path: String,
+    /// The file's name, as sent to the platform.
     pub file_name: String,
+    /// The job's state (`queued`, `uploading`, ...).
     pub state: String,
+    /// Chunks acknowledged (all of them once the upload is complete).
     pub chunks_done: u64,
+    /// Chunks the file is cut into.
     pub chunks_total: u64,
+    /// Bytes of the chunks acknowledged.
     pub bytes_done: u64,
+    /// The file's size.
     pub bytes_total: u64,
+    /// The current import session, if any.
     pub session_id: Option<String>,
+    /// When that session expires (RFC 3339), if the platform said.
     pub session_expires_at: Option<String>,
+    /// The platform's model id for the import.
     pub model_id: Option<String>,
+    /// The dock status id polled after `complete`.
     pub dock_status_id: Option<String>,
+    /// Lowercase hex SHA-256 of the whole file, once known.
     pub sha256: Option<String>,
+    /// The reason the job failed, or a passing problem while it moves.
     pub error: Option<String>,
+    /// The step that failed.
     pub error_stage: Option<String>,
+    /// The platform's HTTP status with the failure, if it answered.
     pub http_status: Option<u16>,
+    /// The platform's message with the failure, if it gave one.
     pub platform_message: Option<String>,
+    /// Passing problems noted so far (retries, a rejected key).
     pub attempts: u32,
+    /// When the next retry is due (RFC 3339).
     pub next_retry_at: Option<String>,
+    /// The platform's `fileContext` for the import.
     pub file_context: String,
+    /// Whether the import is an adapter.
     pub is_adapter: bool,
+    /// When the job was made (RFC 3339, as every time here).
     pub created_at: String,
+    /// When the job last changed.
     pub updated_at: String,
+    /// When its first session started.
     pub started_at: Option<String>,
+    /// When it finished.
     pub finished_at: Option<String>,
     /// Daemon jobs: `pending`, `done` or `skipped` once finished.
     pub filing: Option<String>,
+    /// Where the file (or, for `delete`/`keep`, its receipt) is filed.
     pub filed_to: Option<String>,
+    /// The last filing error, while filing keeps failing.
     pub filing_error: Option<String>,
     /// A duplicate (dedupe): the job that imported the same bytes.
     pub duplicate_of: Option<i64>,
@@ -61,6 +88,7 @@ pub fn rate_limit(rate: u64) -> String {
     }
 }
 
+/// `t` as RFC 3339 UTC with milliseconds, as `status` shows times.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -130,6 +158,7 @@ pub async fn open_existing(config: &Config) -> anyhow::Result<Option<Store>> {
     Ok(Some(Store::open(config.state.dir.clone()).await?))
 }
 
+/// Runs `modelferry status`, returning the exit status.
 pub async fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
     let db = config.database_path();
     let store = open_existing(config).await?;

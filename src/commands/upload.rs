@@ -34,6 +34,7 @@ use crate::upload::{Engine, JobProgress, Outcome};
 /// How often a progress line is printed when stderr is not a terminal.
 const LINE_EVERY: Duration = Duration::from_secs(5);
 
+/// Runs `modelferry upload` until done or `shutdown`, returning the exit status.
 pub async fn run(
     args: UploadArgs,
     config: Config,

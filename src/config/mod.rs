@@ -37,28 +37,49 @@ pub const DB_PASSWORD_CREDENTIAL: &str = "db-password";
 /// A configuration that cannot be used; always names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file has problems (TOML syntax, unknown keys, wrong types, bad
+    /// values, unusable folders).
     #[error("config {file}: {}", problems.join("; "))]
     Invalid {
+        /// The configuration file.
         file: PathBuf,
+        /// Every problem found, each naming its key.
         problems: Vec<String>,
     },
+    /// The file cannot be reached (missing, or not permitted).
     #[error("config {file}: cannot read it: {detail}")]
-    Unreadable { file: PathBuf, detail: String },
+    Unreadable {
+        /// The configuration file.
+        file: PathBuf,
+        /// Why it cannot be reached.
+        detail: String,
+    },
+    /// No API key in the environment, the systemd credential or
+    /// `platform.api_key_file`.
     #[error("no API key: set {API_KEY_ENV}, platform.api_key_file in {file}, or the systemd credential \"{API_KEY_CREDENTIAL}\"")]
-    MissingApiKey { file: PathBuf },
-    /// `origin` says where the path came from (the key and the file, or
-    /// the systemd credential).
+    MissingApiKey {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// The API key file could not be used. `origin` says where the path
+    /// came from (the key and the file, or the systemd credential).
     #[error("API key file {path} ({origin}): {detail}")]
     ApiKeyFile {
+        /// The key file.
         path: PathBuf,
+        /// Where the path came from.
         origin: String,
+        /// What is wrong with it (never its contents).
         detail: String,
     },
     /// The database password file: named, never quoted.
     #[error("database password file {path} ({origin}): {detail}")]
     PasswordFile {
+        /// The password file.
         path: PathBuf,
+        /// Where the path came from.
         origin: String,
+        /// What is wrong with it (never its contents).
         detail: String,
     },
 }
@@ -68,30 +89,43 @@ pub enum ConfigError {
 pub struct Config {
     /// The file it was read from (for messages).
     pub source: PathBuf,
+    /// `[platform]`.
     pub platform: PlatformConfig,
+    /// `[state]`.
     pub state: StateConfig,
     /// `[fleet]`: used only with `state.url`.
     pub fleet: FleetConfig,
+    /// `[upload]`.
     pub upload: UploadConfig,
+    /// `[daemon]`.
     pub daemon: DaemonConfig,
+    /// `[telemetry]`.
     pub telemetry: TelemetryConfig,
+    /// `[[watch]]`: the drop folders (needed by `run` only).
     pub watch: Vec<WatchConfig>,
 }
 
+/// `[platform]`: where the platform is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct PlatformConfig {
     /// `None` only when the file gives none; commands that talk to the
     /// platform ask [`Config::base_url`], which reports it.
     pub base_url: Option<reqwest::Url>,
+    /// `platform.api_key_file`: the file holding the API key, when the
+    /// environment and the systemd credential give none.
     pub api_key_file: Option<PathBuf>,
     /// Run the built-in emulator instead of talking to a real platform.
     pub emulate: bool,
+    /// Time allowed to open a connection.
     pub connect_timeout: Duration,
+    /// Time allowed for one whole request (a chunk upload included).
     pub request_timeout: Duration,
 }
 
+/// `[state]`: where jobs are kept.
 #[derive(Debug, Clone)]
 pub struct StateConfig {
+    /// The directory holding `modelferry.db` (SQLite; a local disk).
     pub dir: PathBuf,
     /// Finished jobs older than this are pruned (by the daemon daily, and by
     /// `modelferry prune`'s default); `None` (`"0"`): never.
@@ -112,14 +146,22 @@ pub struct FleetConfig {
     pub lease: Duration,
 }
 
+/// `[upload]`: how files are sent.
 #[derive(Debug, Clone)]
 pub struct UploadConfig {
+    /// Bytes in each chunk.
     pub chunk_size: u64,
+    /// Chunks of one file in flight at once.
     pub parallel_chunks: usize,
+    /// Imports at once.
     pub parallel_files: usize,
+    /// First backoff delay after a transient error.
     pub retry_initial: Duration,
+    /// Longest backoff delay (the exponential backoff stops growing here).
     pub retry_max: Duration,
+    /// First dock-status poll after `complete`, and the starting poll interval.
     pub poll_interval: Duration,
+    /// Longest interval between dock-status polls (the interval doubles up to it).
     pub poll_interval_max: Duration,
     /// A session this close to its `expirationDate` is treated as expired.
     pub session_margin: Duration,
@@ -132,44 +174,68 @@ pub struct UploadConfig {
     pub max_rate: u64,
 }
 
+/// `[daemon]`: the drop-folder daemon.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
+    /// On SIGTERM/SIGINT, how long requests in flight get to finish.
     pub shutdown_grace: Duration,
+    /// Interval between full rescans of every drop folder.
     pub rescan_interval: Duration,
 }
 
+/// How log lines are written (`telemetry.log_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
+/// `[telemetry]`: logging, metrics and health endpoints.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
+    /// Text or JSON log lines, to stderr.
     pub log_format: LogFormat,
+    /// The tracing filter (`"info"`, `"info,modelferry=debug"`, ...).
     pub log_level: String,
+    /// Where Prometheus metrics, `/healthz` and `/readyz` are served; `None`: off.
     pub metrics_listen: Option<SocketAddr>,
     /// How long the platform may be unreachable before `/readyz` says 503.
     pub unready_after: Duration,
 }
 
+/// What happens to a tarball after it is imported (`after_success`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterSuccess {
+    /// Move it to `done_dir`.
     Move,
+    /// Delete it.
     Delete,
+    /// Leave it where it is.
     Keep,
 }
 
+/// One `[[watch]]` drop folder and what is done with the files found there.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
+    /// The drop folder.
     pub dir: PathBuf,
+    /// Where imported files are moved (with `after_success = "move"`).
     pub done_dir: PathBuf,
+    /// Where files that failed are moved.
     pub failed_dir: PathBuf,
+    /// The platform's `fileContext` for imports from this folder.
     pub file_context: String,
+    /// Whether imports from this folder are adapters (`isAdapter`).
     pub is_adapter: bool,
+    /// Only file names matching one of these are taken.
     pub include: Vec<glob::Pattern>,
+    /// A file is taken once its size and mtime have not changed for this long.
     pub stable_for: Duration,
+    /// What to do with a file after it is imported.
     pub after_success: AfterSuccess,
+    /// Poll the folder only; for file systems where file events never arrive.
     pub poll_only: bool,
 }
 
@@ -183,6 +249,7 @@ pub fn no_color() -> bool {
 /// CLI-level overrides, applied after the file and the environment.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// Replaces `telemetry.log_format`, whatever the file and environment say.
     pub log_format: Option<LogFormat>,
 }
 
@@ -192,6 +259,7 @@ impl Config {
         Self::load_with(path, &Overrides::default())
     }
 
+    /// As [`Config::load`], with `overrides` applied last.
     pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         read(path, overrides, None)?.finish(false)
     }

@@ -26,11 +26,17 @@ pub use names::{derived_name, Derive, NAME_MAX};
 /// `NAME.receipt.json`: what the platform imported.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SuccessReceipt {
+    /// The platform's model id for the import.
     pub model_id: String,
+    /// The dock status id that reported SUCCESS.
     pub dock_status_id: String,
+    /// The last import session the file was uploaded through.
     pub session_id: String,
+    /// The file's size in bytes.
     pub size: u64,
+    /// Lowercase hex SHA-256 of the whole file.
     pub sha256: String,
+    /// Chunks the file was cut into.
     pub chunks: u64,
     /// Always `"SUCCESS"`.
     pub status: String,
@@ -41,6 +47,7 @@ pub struct SuccessReceipt {
     /// The file's name in its drop folder, whole even where the receipt's
     /// own name had to be shortened.
     pub file: String,
+    /// The job's id.
     pub job_id: i64,
     /// A duplicate (dedupe): the earlier job that imported the same bytes;
     /// `model_id` is that import's. Absent for a file uploaded itself.
@@ -51,13 +58,19 @@ pub struct SuccessReceipt {
 /// `NAME.error.json`: why the import failed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ErrorReceipt {
+    /// What went wrong, in words.
     pub error: String,
+    /// The step that failed (a [`Stage`](crate::job::Stage) name).
     pub stage: String,
+    /// The platform's HTTP status with the failure, if it answered.
     pub http_status: Option<u16>,
+    /// The platform's message with the failure, if it gave one.
     pub platform_message: Option<String>,
+    /// The platform's model id, if a session had given one.
     pub model_id: Option<String>,
     /// The file's name in its drop folder.
     pub file: String,
+    /// The job's id.
     pub job_id: i64,
     /// RFC 3339.
     pub failed_at: String,

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::SystemTime;
 
+/// Where a finished daemon job's filing is (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FilingState {
     /// The destination is recorded; the move and receipt may not be done.
@@ -23,12 +24,14 @@ pub enum FilingState {
 }
 
 impl FilingState {
+    /// Every filing state.
     pub const ALL: [FilingState; 3] = [
         FilingState::Pending,
         FilingState::Done,
         FilingState::Skipped,
     ];
 
+    /// The state's name, as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             FilingState::Pending => "pending",
@@ -37,6 +40,7 @@ impl FilingState {
         }
     }
 
+    /// Whether nothing more is done (`done` or `skipped`).
     pub fn is_final(self) -> bool {
         matches!(self, FilingState::Done | FilingState::Skipped)
     }
@@ -64,6 +68,7 @@ impl fmt::Display for FilingState {
     }
 }
 
+/// Text that names no filing state.
 #[derive(Debug, thiserror::Error)]
 #[error("unknown filing state {0:?}")]
 pub struct UnknownFilingState(pub String);
@@ -81,9 +86,11 @@ impl FromStr for FilingState {
 /// A finished daemon job's filing, once planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filing {
+    /// Where filing is.
     pub state: FilingState,
     /// The file's (or, for `delete`/`keep`, the receipt's) recorded destination.
     pub dest: Option<PathBuf>,
+    /// When filing finished (`done` or `skipped`).
     pub filed_at: Option<SystemTime>,
 }
 

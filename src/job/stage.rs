@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The step of a job that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
     /// Starting an import session.
@@ -25,6 +26,7 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage.
     pub const ALL: [Stage; 7] = [
         Stage::Start,
         Stage::Upload,
@@ -35,6 +37,7 @@ impl Stage {
         Stage::Preflight,
     ];
 
+    /// The stage's name, as receipts, `status` and the store give it.
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Start => "start",
@@ -54,6 +57,7 @@ impl fmt::Display for Stage {
     }
 }
 
+/// Text that names no stage.
 #[derive(Debug, thiserror::Error)]
 #[error("unknown failure stage {0:?}")]
 pub struct UnknownStage(pub String);

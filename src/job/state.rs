@@ -15,20 +15,28 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Where a job is in its life (see the module docs for the moves allowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
+    /// Waiting for its first session.
     Queued,
+    /// Chunks are being sent into a session.
     Uploading,
+    /// Every chunk is acknowledged; `complete` is being asked for.
     Completing,
+    /// The platform took the import; its dock status is being polled.
     Importing,
+    /// Imported (or a duplicate of a file already imported).
     Succeeded,
+    /// Failed for good; the job's failure says why.
     Failed,
     /// Stopped by `modelferry cancel` before the platform took the import.
     Cancelled,
 }
 
 impl JobState {
+    /// Every state, in the order of a job's life.
     pub const ALL: [JobState; 7] = [
         JobState::Queued,
         JobState::Uploading,
@@ -51,6 +59,7 @@ impl JobState {
     pub const FINISHED: [JobState; 3] =
         [JobState::Succeeded, JobState::Failed, JobState::Cancelled];
 
+    /// The state's name, as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
@@ -63,6 +72,7 @@ impl JobState {
         }
     }
 
+    /// Whether the job is finished (one of [`JobState::FINISHED`]).
     pub fn is_terminal(self) -> bool {
         Self::FINISHED.contains(&self)
     }
@@ -97,6 +107,7 @@ impl fmt::Display for JobState {
     }
 }
 
+/// Text that names no job state.
 #[derive(Debug, thiserror::Error)]
 #[error("unknown job state {0:?}")]
 pub struct UnknownState(pub String);

@@ -6,47 +6,81 @@ use std::time::SystemTime;
 use super::{Filing, JobState, Stage};
 use crate::source::FileIdentity;
 
+/// A job's row id in the store.
 pub type JobId = i64;
 
 /// What a new job is made of.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// The source file.
     pub path: PathBuf,
+    /// The file's identity when the job was made.
     pub identity: FileIdentity,
+    /// The platform's `fileContext` for the import.
     pub file_context: String,
+    /// Whether the import is an adapter (`isAdapter`).
     pub is_adapter: bool,
+    /// Bytes in each chunk, fixed for the job's life.
     pub chunk_size: u64,
+    /// The drop folder the file came from; `None` for `modelferry upload`.
     pub watch_dir: Option<PathBuf>,
 }
 
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
+    /// The job's id.
     pub id: JobId,
+    /// The source file.
     pub path: PathBuf,
+    /// The file's name (the last part of `path`), as sent to the platform.
     pub file_name: String,
+    /// The file's identity when the job was made.
     pub identity: FileIdentity,
+    /// The platform's `fileContext` for the import.
     pub file_context: String,
+    /// Whether the import is an adapter (`isAdapter`).
     pub is_adapter: bool,
+    /// Bytes in each chunk, fixed for the job's life.
     pub chunk_size: u64,
+    /// Chunks the file is cut into.
     pub chunks_total: u64,
+    /// Where the job is in its life.
     pub state: JobState,
+    /// The import session being uploaded into, if any.
     pub session: Option<SessionRecord>,
+    /// Sessions started for the job so far (a replaced session counts again).
     pub sessions_started: u32,
+    /// The platform's model id for the import, given when a session starts.
     pub model_id: Option<String>,
+    /// The dock status id to poll once the import is completed.
     pub dock_status_id: Option<String>,
+    /// Lowercase hex SHA-256 of the whole file, once known.
     pub sha256: Option<String>,
+    /// The whole-file hash so far, so a resume need not read the file again.
     pub hash_checkpoint: Option<HashCheckpoint>,
+    /// The last error: the reason a job failed, or a passing problem (a
+    /// retry) while it is still moving.
     pub error: Option<String>,
+    /// The step that failed.
     pub error_stage: Option<Stage>,
+    /// The platform's HTTP status with the failure, if it answered.
     pub http_status: Option<u16>,
+    /// The platform's message with the failure, if it gave one.
     pub platform_message: Option<String>,
+    /// Passing problems noted so far (retries, a rejected key).
     pub attempts: u32,
+    /// When the next retry after a passing problem is due.
     pub next_retry_at: Option<SystemTime>,
+    /// The drop folder the file came from; `None` for `modelferry upload`.
     pub watch_dir: Option<PathBuf>,
+    /// When the job was made.
     pub created_at: SystemTime,
+    /// When the job last changed.
     pub updated_at: SystemTime,
+    /// When its first session started.
     pub started_at: Option<SystemTime>,
+    /// When it reached a finished state.
     pub finished_at: Option<SystemTime>,
     /// Chunks acknowledged in the current session.
     pub chunks_done: u64,
@@ -67,6 +101,7 @@ pub struct Job {
 }
 
 impl Job {
+    /// The file's size in bytes.
     pub fn size(&self) -> u64 {
         self.identity.size
     }
@@ -75,7 +110,9 @@ impl Job {
 /// The import session a job is uploading into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
+    /// The platform's session id.
     pub session_id: String,
+    /// When the session started.
     pub started_at: SystemTime,
     /// `None` when the platform's `expirationDate` could not be read.
     pub expires_at: Option<SystemTime>,
@@ -84,7 +121,9 @@ pub struct SessionRecord {
 /// One chunk the platform acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkAck {
+    /// The chunk's index in the file, from 0.
     pub index: u64,
+    /// The chunk's size in bytes.
     pub size: u64,
     /// What a resume re-reading the chunk checks it against.
     pub checksum: ChunkChecksum,
@@ -115,6 +154,7 @@ impl ChunkChecksum {
         }
     }
 
+    /// The XXH3-64 checksum of `data` (what new acknowledgements record).
     pub fn xxh3(data: &[u8]) -> ChunkChecksum {
         ChunkChecksum::Xxh3(xxhash_rust::xxh3::xxh3_64(data))
     }
@@ -124,16 +164,22 @@ impl ChunkChecksum {
 /// does not have to read the acknowledged part of the file again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashCheckpoint {
+    /// Chunks covered, from the first, in order.
     pub chunks: u64,
+    /// The saved hash state (see `upload::hash`).
     pub state: Vec<u8>,
 }
 
 /// Why a job failed, as its error receipt and `status` show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// What went wrong, in words.
     pub error: String,
+    /// The step that failed.
     pub stage: Stage,
+    /// The platform's HTTP status, if it answered.
     pub http_status: Option<u16>,
+    /// The platform's message, if it gave one.
     pub platform_message: Option<String>,
 }
 

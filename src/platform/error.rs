@@ -12,9 +12,13 @@ use super::sanitize::{BadId, PlatformText, Sanitizer};
 /// Which call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// Starting an import session.
     StartSession,
+    /// Uploading the chunk with this index.
     UploadChunk(u64),
+    /// Completing the import.
     Complete,
+    /// Reading an import's dock status.
     DockStatus,
 }
 
@@ -66,9 +70,13 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{op}: {message}")]
 pub struct PlatformError {
+    /// The call that failed.
     pub op: Op,
+    /// What the caller should do about it.
     pub kind: ErrorKind,
+    /// The HTTP status, when the platform answered.
     pub status: Option<u16>,
+    /// How long the platform asked to wait (`Retry-After`), if it did.
     pub retry_after: Option<Duration>,
     /// What went wrong in our words, with a sanitised excerpt of the
     /// platform's answer.
@@ -78,6 +86,7 @@ pub struct PlatformError {
 }
 
 impl PlatformError {
+    /// Whether the call may simply be retried ([`ErrorKind::Transient`]).
     pub fn is_transient(&self) -> bool {
         self.kind == ErrorKind::Transient
     }

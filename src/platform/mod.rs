@@ -40,8 +40,11 @@ const MAX_ANSWER: usize = 256 * 1024;
 /// How to reach the platform.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
+    /// The platform's address (scheme, host, optional path prefix).
     pub base_url: Url,
+    /// Time allowed to open a connection.
     pub connect_timeout: Duration,
+    /// Time allowed for one whole request.
     pub request_timeout: Duration,
 }
 
@@ -61,6 +64,7 @@ pub struct PlatformClient {
 }
 
 impl PlatformClient {
+    /// A client for `settings`, sending `key`.
     pub fn new(settings: &ClientSettings, key: Secret) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("modelferry/", env!("CARGO_PKG_VERSION")))

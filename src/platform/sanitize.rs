@@ -30,10 +30,12 @@ pub const MAX_ID_LEN: usize = 256;
 pub struct PlatformText(String);
 
 impl PlatformText {
+    /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// Whether there is no text.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -58,6 +60,7 @@ impl From<PlatformText> for String {
 pub struct PlatformId(String);
 
 impl PlatformId {
+    /// The id.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -78,8 +81,11 @@ impl From<PlatformId> for String {
 /// Which id an answer carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdKind {
+    /// A session id.
     Session,
+    /// A model id.
     Model,
+    /// A dock status id.
     DockStatus,
 }
 
@@ -96,6 +102,7 @@ impl fmt::Display for IdKind {
 /// An id that cannot be used; shows the id only sanitised and shortened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadId {
+    /// Which id it was.
     pub kind: IdKind,
     shown: PlatformText,
     why: String,
@@ -114,6 +121,7 @@ pub struct Sanitizer<'a> {
 }
 
 impl<'a> Sanitizer<'a> {
+    /// A sanitizer that keeps `key` out of everything it builds.
     pub fn new(key: &'a Secret) -> Self {
         Sanitizer { key }
     }

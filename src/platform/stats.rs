@@ -12,8 +12,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use super::{ErrorKind, Op, PlatformError};
 
+/// The label of `modelferry_request_duration_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabel {
+    /// One of [`CALLS`].
     pub call: &'static str,
 }
 
@@ -34,11 +36,13 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 16))
 }
 
+/// `modelferry_request_duration_seconds`: one histogram per call.
 pub type DurationFamily = Family<CallLabel, Histogram, fn() -> Histogram>;
 
 /// Whether the daemon is fit to do its work, as `/readyz` tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
+    /// The platform answers and accepts the key.
     Ready,
     /// The platform's last word on the key was 401/403.
     KeyRejected,
@@ -53,6 +57,7 @@ struct Seen {
     unreachable_since: Option<Instant>,
 }
 
+/// What the platform client has seen (see the module docs); shared.
 pub struct PlatformStats {
     request_duration: DurationFamily,
     seen: Mutex<Seen>,
@@ -119,6 +124,8 @@ impl PlatformStats {
             .key_rejected = false;
     }
 
+    /// Whether the daemon is ready now, with `unready_after` as
+    /// `telemetry.unready_after`.
     pub fn readiness(&self, unready_after: Duration) -> Readiness {
         self.readiness_at(Instant::now(), unready_after)
     }

@@ -39,43 +39,59 @@ impl From<BadId> for WireError {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct StartRequest {
+    /// `fileContext`: `"model"` for model imports.
     pub file_context: String,
+    /// `totalChunks`: chunks the file is split into.
     pub total_chunks: u64,
+    /// `fileExtension`, e.g. `"tar"`.
     pub file_extension: String,
+    /// `fileName`: the base name only.
     pub file_name: String,
+    /// `fileSize`, in bytes.
     pub file_size: u64,
+    /// `isAdapter`: an adapter (e.g. LoRA) rather than a full model.
     pub is_adapter: bool,
 }
 
 /// What the platform said when it opened a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
+    /// `sessionId`.
     pub session_id: PlatformId,
     /// `None` when `expirationDate` is absent or unreadable.
     pub expires_at: Option<SystemTime>,
+    /// `modelId`, when the platform gave one.
     pub model_id: Option<PlatformId>,
 }
 
 /// Where an import stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImportStatus {
+    /// `IN_PROGRESS`, or any state not named here: keep polling.
     InProgress,
+    /// `SUCCESS`: imported.
     Success,
+    /// `FAILED`: the import failed.
     Failed,
 }
 
 /// What the platform said to `complete`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompleteInfo {
+    /// The dock status id to poll.
     pub dock_status_id: PlatformId,
+    /// `modelId`, when the platform gave one.
     pub model_id: Option<PlatformId>,
+    /// Where the import stands (`IN_PROGRESS` when the answer does not say).
     pub status: ImportStatus,
 }
 
 /// What dock status said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockStatus {
+    /// Where the import stands.
     pub status: ImportStatus,
+    /// `modelId`, when the platform gave one.
     pub model_id: Option<PlatformId>,
     /// The platform's message for a failed import, when it gave one.
     pub message: Option<PlatformText>,
@@ -128,6 +144,7 @@ fn object(body: &[u8]) -> Result<Value, WireError> {
     }
 }
 
+/// Reads the answer to "start an import session".
 pub fn parse_start(body: &[u8], san: &Sanitizer) -> Result<SessionInfo, WireError> {
     let v = object(body)?;
     let session_id =
@@ -170,6 +187,7 @@ pub fn check_chunk_answer(
     Ok(())
 }
 
+/// Reads the answer to "complete".
 pub fn parse_complete(body: &[u8], san: &Sanitizer) -> Result<CompleteInfo, WireError> {
     let v = object(body)?;
     let mut dock_status_id = None;
@@ -189,6 +207,7 @@ pub fn parse_complete(body: &[u8], san: &Sanitizer) -> Result<CompleteInfo, Wire
     })
 }
 
+/// Reads a dock status answer.
 pub fn parse_dock_status(body: &[u8], san: &Sanitizer) -> Result<DockStatus, WireError> {
     let v = object(body)?;
     let status = parse_status(&v).map_err(WireError::Malformed)?;

@@ -44,7 +44,9 @@ const READ: usize = 1 << 20;
 /// the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
+    /// The member to blame, when one is (its name as the archive gives it).
     pub member: Option<String>,
+    /// What is wrong, in words.
     pub reason: String,
 }
 
@@ -64,6 +66,7 @@ impl std::error::Error for Rejection {}
 pub struct Summary {
     /// Members seen (GNU long-name and PAX records not counted).
     pub members: u64,
+    /// Regular files among the members.
     pub regular_files: u64,
     /// Gzip members, for a gzip archive whose whole stream was checked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,13 +77,16 @@ pub struct Summary {
     pub partial: bool,
 }
 
+/// Why pre-flight refused an archive, or that it could not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
+    /// The archive is not one the platform can import.
     #[error("pre-flight rejected the archive: {0}")]
     Rejected(Rejection),
     /// The file could not be read; nothing is known about the archive.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The check was stopped before it finished.
     #[error("pre-flight check interrupted")]
     Stopped,
 }
@@ -104,7 +110,9 @@ impl From<tar::WalkError> for PreflightError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// A tar archive.
     Tar,
+    /// A gzip-compressed tar archive.
     Gzip,
 }
 

@@ -36,6 +36,7 @@ pub(super) enum Proof {
 }
 
 impl Hold {
+    /// The job held.
     pub fn job(&self) -> JobId {
         self.0.job
     }

@@ -18,10 +18,13 @@ use crate::job::{FilingState, Job, JobId, JobState, Stage};
 /// Which jobs a listing shows. Empty lists mean "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobQuery {
+    /// Only these jobs.
     pub ids: Vec<JobId>,
+    /// Only jobs in these states.
     pub states: Vec<JobState>,
     /// Only jobs changed at or after this instant.
     pub since: Option<SystemTime>,
+    /// At most this many jobs, newest first.
     pub limit: Option<usize>,
 }
 

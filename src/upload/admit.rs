@@ -37,13 +37,19 @@ pub enum Admission {
     Settled(Job),
     /// The identity has an unfinished job: it goes on from where it is.
     Resume(Job),
-    /// A new, queued job; `superseded` lists the jobs of earlier versions of
-    /// the file that never started and are now failed.
-    New { job: Job, superseded: Vec<JobId> },
+    /// A new, queued job.
+    New {
+        /// The job made.
+        job: Job,
+        /// Jobs of earlier versions of the file that never started, failed
+        /// now as superseded.
+        superseded: Vec<JobId>,
+    },
 }
 
 /// How a file is admitted.
 pub struct Policy<'a> {
+    /// Which finished jobs of the same file are imported again.
     pub rerun: Rerun,
     /// When set, a queued job for an earlier version of the file at the same
     /// path is failed as superseded before the new job is made, unless this

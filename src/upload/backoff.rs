@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+/// Backoff state for one sequence of retries.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,
@@ -10,6 +11,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Backoff from `initial` up to `max` (not below `initial`).
     pub fn new(initial: Duration, max: Duration) -> Self {
         Backoff {
             initial,
@@ -42,6 +44,7 @@ impl Backoff {
         }
     }
 
+    /// Starts over from `initial` (once the trouble is over).
     pub fn reset(&mut self) {
         self.attempt = 0;
     }

@@ -21,17 +21,22 @@ const READ: usize = 1 << 20;
 /// A file whose bytes were imported already.
 #[derive(Debug, Clone)]
 pub struct Duplicate {
+    /// Lowercase hex SHA-256 of the file.
     pub sha256: String,
     /// The succeeded job that imported them.
     pub original: Job,
 }
 
+/// Why the dedupe look-up could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum DedupeError {
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The file could not be read.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// Stopped on request.
     #[error("interrupted")]
     Cancelled,
 }

@@ -33,6 +33,7 @@ const H0: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 ];
 
+/// A SHA-256 whose state can be saved and restored (see the module docs).
 #[derive(Clone)]
 pub struct ResumableSha256 {
     state: [u32; 8],
@@ -48,6 +49,7 @@ impl Default for ResumableSha256 {
 }
 
 impl ResumableSha256 {
+    /// A hash of nothing yet.
     pub fn new() -> Self {
         ResumableSha256 {
             state: H0,
@@ -61,10 +63,12 @@ impl ResumableSha256 {
         self.compressed + self.pending.len() as u64
     }
 
+    /// Whether nothing has been hashed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Hashes `data` next.
     pub fn update(&mut self, mut data: &[u8]) {
         if !self.pending.is_empty() {
             let take = (64 - self.pending.len()).min(data.len());

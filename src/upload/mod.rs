@@ -55,10 +55,14 @@ use crate::store::{Hold, Store, StoreError};
 /// How a run of a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The platform imported the file (or it was a duplicate of one it had).
     Succeeded {
+        /// The platform's model id, if known.
         model_id: Option<String>,
+        /// The dock status id that reported SUCCESS, if there was one.
         dock_status_id: Option<String>,
     },
+    /// The job failed for good; the error, as recorded.
     Failed(String),
     /// The platform rejected the API key; the job is kept as it was.
     AuthRejected(String),
@@ -73,10 +77,15 @@ pub enum Outcome {
 /// What a watcher of a running job sees.
 #[derive(Debug, Clone)]
 pub struct JobProgress {
+    /// Where the job is.
     pub state: JobState,
+    /// Chunks acknowledged in the current session.
     pub chunks_done: u64,
+    /// Chunks the file is cut into (0 until planned).
     pub chunks_total: u64,
+    /// Bytes of the chunks acknowledged.
     pub bytes_done: u64,
+    /// The file's size.
     pub bytes_total: u64,
     /// The latest passing problem (a retry), if any.
     pub note: Option<String>,
@@ -126,6 +135,7 @@ impl From<tokio::task::JoinError> for StepError {
 /// A local failure that stopped a run of a job; the job stays resumable.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A file read or chunk upload task of the job panicked or was cancelled.
@@ -167,6 +177,7 @@ const READ_RETRIES: u32 = 3;
 const HOLD_AFTER_LOST: u32 = 2;
 
 impl Engine {
+    /// An engine that runs jobs in `store` against `platform`.
     pub fn new(
         store: Store,
         platform: PlatformClient,
@@ -182,6 +193,7 @@ impl Engine {
         }
     }
 
+    /// The platform client the engine uses.
     pub fn platform(&self) -> &PlatformClient {
         &self.platform
     }

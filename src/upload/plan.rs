@@ -3,11 +3,14 @@
 /// How a file of `size` bytes splits into chunks of `chunk_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkPlan {
+    /// The file's size in bytes.
     pub size: u64,
+    /// Bytes in each chunk (the last may be shorter).
     pub chunk_size: u64,
 }
 
 impl ChunkPlan {
+    /// The plan for `size` bytes; `chunk_size` must not be 0.
     pub fn new(size: u64, chunk_size: u64) -> Self {
         assert!(
             chunk_size > 0,
@@ -16,6 +19,7 @@ impl ChunkPlan {
         ChunkPlan { size, chunk_size }
     }
 
+    /// How many chunks there are (0 for an empty file).
     pub fn chunks(&self) -> u64 {
         self.size.div_ceil(self.chunk_size)
     }

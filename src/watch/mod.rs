@@ -56,10 +56,13 @@ const MAX_TOUCHED: usize = 65_536;
 /// A file that has been stable for its folder's `stable_for` and should be imported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
+    /// The file.
     pub path: PathBuf,
+    /// Its identity when it was found stable.
     pub identity: FileIdentity,
     /// Index into the watches the [`Watcher`] was made with.
     pub watch: usize,
+    /// Its modification time (candidates are taken oldest first).
     pub mtime: SystemTime,
 }
 
@@ -101,6 +104,7 @@ pub struct RescanHandle {
 }
 
 impl RescanHandle {
+    /// Marks every folder for a rescan and wakes the watcher.
     pub fn rescan(&self) {
         for flag in &self.shared.dirty {
             flag.store(true, Ordering::Release);
@@ -118,6 +122,7 @@ pub struct Watcher {
 }
 
 impl Watcher {
+    /// A watcher of `watches`, rescanning each fully every `rescan_interval`.
     pub fn new(watches: Vec<WatchConfig>, rescan_interval: Duration) -> Self {
         let shared = Arc::new(Shared {
             dirty: watches.iter().map(|_| AtomicBool::new(false)).collect(),

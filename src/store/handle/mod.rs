@@ -377,6 +377,8 @@ impl Store {
         }
     }
 
+    /// The job is imported (`succeeded`); `model_id`, when given, replaces the
+    /// one recorded.
     pub async fn succeed(&self, id: JobId, hold: &Hold, model_id: Option<&str>) -> Result<()> {
         self.check(id, hold)?;
         let model = model_id.map(str::to_string);
@@ -397,6 +399,7 @@ impl Store {
         }
     }
 
+    /// The job failed for good (`failed`), for the reason in `failure`.
     pub async fn fail(&self, id: JobId, hold: &Hold, failure: &Failure) -> Result<()> {
         self.check(id, hold)?;
         let failure = failure.clone();

@@ -12,6 +12,7 @@ use crate::store::manage::JobQuery;
 impl Store {
     // Reads.
 
+    /// The job with this id.
     pub async fn job(&self, id: JobId) -> Result<Job> {
         match &self.backend {
             Backend::Sqlite(b) => {

@@ -43,6 +43,7 @@ use crate::secret::Secret;
 pub struct FleetOptions {
     /// `postgresql://user@host/db`; never with a password.
     pub url: url::Url,
+    /// The database password; `None`: connect without one.
     pub password: Option<Secret>,
     /// The name this instance holds jobs under.
     pub instance: String,
@@ -79,14 +80,17 @@ impl PgBackend {
         Ok(backend)
     }
 
+    /// The database's URL (without a password), as messages and holds name it.
     pub fn path(&self) -> &Path {
         &self.0.db
     }
 
+    /// The name this instance holds jobs under.
     pub fn instance(&self) -> &str {
         &self.0.instance
     }
 
+    /// How long a lease lasts without renewal.
     pub fn lease(&self) -> Duration {
         self.0.lease
     }
