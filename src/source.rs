@@ -93,7 +93,7 @@ pub enum SourceError {
     },
     /// A chunk read again on resume does not match the checksum recorded
     /// when it was acknowledged.
-    #[error("{path}: chunk {index} changed since it was uploaded (its sha256 differs)")]
+    #[error("{path}: chunk {index} changed since it was uploaded (its checksum differs)")]
     ChunkChanged {
         /// The file.
         path: PathBuf,
