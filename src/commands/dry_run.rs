@@ -196,7 +196,18 @@ async fn plan(
         note: None,
     };
     if plan.preflight.ok {
-        match Store::open_read_only(config.state.dir.clone()).await {
+        // Fleet mode: the shared database knows what any instance imported.
+        let store = if config.state.url.is_some() {
+            Store::from_config(config)
+                .await
+                .map(Some)
+                .map_err(|e| format!("{e:#}"))
+        } else {
+            Store::open_read_only(config.state.dir.clone())
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match store {
             Ok(Some(store)) => {
                 if !look_up(&store, req, config, cancel, &mut plan).await? {
                     return Ok(None);

@@ -367,3 +367,33 @@ async fn check_reaches_the_fleet_database_and_reports_its_schema_version() {
     assert!(r.stderr.contains("database"), "{}", r.stderr);
     no_password(&r);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_in_fleet_mode_consults_the_shared_database() {
+    let Some(f) = Fleet::start("dry_run_in_fleet_mode", 0, 2).await else {
+        return;
+    };
+    let cfg = f.env.config.to_str().unwrap().to_string();
+    let first = f.env.path("first.tar");
+    make_tar(&first, 150_000, 21);
+    let r = run(f.command(&["upload", "-c", &cfg, first.to_str().unwrap(), "--quiet"])).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    no_password(&r);
+    // The same bytes under another name: the plan says it is imported.
+    let copy = f.env.path("copy.tar");
+    std::fs::copy(&first, &copy).unwrap();
+    let r = run(f.command(&[
+        "upload",
+        "-c",
+        &cfg,
+        copy.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]))
+    .await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    no_password(&r);
+    let plan: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(plan["already_imported"], true, "{plan}");
+    assert_eq!(plan["would_upload"], false, "{plan}");
+}
