@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use modelferry::job::{ChunkAck, ChunkChecksum, HashCheckpoint, NewJob, SessionRecord};
-use modelferry::pg_cluster::{self, Cluster, PASSWORD};
 use modelferry::secret::Secret;
 use modelferry::source::FileIdentity;
 use modelferry::store::{FleetOptions, Store};
+use modelferry_pg_cluster::{self as pg_cluster, Cluster, PASSWORD};
 
 /// Median and 99th percentile of one operation.
 pub struct OpTiming {

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use modelferry::pg_cluster::{Cluster, PASSWORD};
 use modelferry_emulator::EmulatorOptions;
+use modelferry_pg_cluster::{Cluster, PASSWORD};
 use serde_json::Value;
 use tokio::process::Command;
 

@@ -8,6 +8,11 @@
 //! so the fleet's own role is tested the way it runs: with a password from a
 //! file. Where the server binaries are missing, [`Cluster::start`] fails
 //! under `CI=true` and elsewhere says loudly that the test is skipped.
+//!
+//! A crate of its own, a dev-dependency of `modelferry` only: none of this
+//! is compiled into the product.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 // Test support: it says on stderr why a test was skipped, and reads `CI`.
 #![allow(clippy::print_stderr, clippy::disallowed_methods)]
 
@@ -17,10 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The role the fleet connects as, and its password.
+/// The role the fleet connects as.
 pub const ROLE: &str = "modelferry";
+/// The password of [`ROLE`] (a test value; tests check it never leaks).
 pub const PASSWORD: &str = "pg-Secret-7d41c9e2-never-shown";
 
+/// A running cluster; stopped and removed on drop.
 pub struct Cluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -236,6 +243,7 @@ impl Cluster {
         p
     }
 
+    /// The port the server listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
     }
