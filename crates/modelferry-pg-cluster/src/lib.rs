@@ -47,11 +47,6 @@ fn bin_dir() -> Option<PathBuf> {
     dirs.pop()
 }
 
-/// Whether PostgreSQL's server binaries are installed.
-pub fn available() -> bool {
-    bin_dir().is_some()
-}
-
 fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
