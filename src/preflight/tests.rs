@@ -1,69 +1,15 @@
-//! Pre-flight's corpus: archives made here, byte by byte where a writer
-//! would refuse to make them, each checked as a `.tar` (seeking walk) and,
+//! Pre-flight's corpus: archives made here (`corpus`), byte by byte where a
+//! writer would refuse to make them, each checked as a `.tar` (seeking walk) and,
 //! gzip-compressed, as a `.tar.gz` (stream walk).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 
+use super::corpus::*;
 use super::*;
 use crate::source::{FileIdentity, SourceFile};
-
-/// A raw ustar header; fields are written as given, never validated.
-fn header(name: &[u8], kind: u8, size: u64, link: &[u8]) -> [u8; 512] {
-    let mut h = ::tar::Header::new_ustar();
-    h.as_old_mut().name[..name.len()].copy_from_slice(name);
-    h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
-    h.set_entry_type(::tar::EntryType::new(kind));
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_cksum();
-    *h.as_bytes()
-}
-
-fn pad(out: &mut Vec<u8>) {
-    while !out.len().is_multiple_of(512) {
-        out.push(0);
-    }
-}
-
-/// One member: name, type byte, data, link target.
-type Member<'a> = (&'a [u8], u8, &'a [u8], &'a [u8]);
-
-/// An archive of `members`, with the end-of-archive marker.
-fn archive(members: &[Member]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, kind, data, link) in members {
-        out.extend_from_slice(&header(name, *kind, data.len() as u64, link));
-        out.extend_from_slice(data);
-        pad(&mut out);
-    }
-    out.extend_from_slice(&[0u8; 1024]);
-    out
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
-/// A PAX record: `LEN key=value\n`, LEN counting itself.
-fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let body = 3 + key.len() + value.len();
-    let mut len = body + 1;
-    while len.to_string().len() + body != len {
-        len += 1;
-    }
-    let mut r = format!("{len} {key}=").into_bytes();
-    r.extend_from_slice(value);
-    r.push(b'\n');
-    r
-}
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);

@@ -14,13 +14,6 @@ use crate::support::*;
 
 const CHUNK: u64 = 64 * 1024;
 
-fn quick() -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    }
-}
-
 /// The schema as migrations 1 and 2 left it: chunks carry a sha256 only.
 const SCHEMA_V2: &str = r#"
 CREATE TABLE jobs (
@@ -245,45 +238,13 @@ async fn a_session_too_short_for_the_link_fails_the_job_after_the_second_expiry(
     assert_eq!(env.report().sessions.len(), 2, "no third session");
 }
 
-/// `/metrics` of a daemon on `port`, once it answers (bounded).
-async fn metrics_text(port: u16, want: &str) -> String {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-        {
-            let text = r.text().await.unwrap_or_default();
-            if text.contains(want) {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "no {want:?} in:\n{text}");
-        }
-        assert!(Instant::now() < deadline, "metrics never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(unsafe_code)] // std can only SIGKILL a child.
 async fn sighup_rereads_max_rate_and_the_gauge_shows_it() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let env = Env::daemon_env(
-        quick(),
-        Settings {
-            extra: format!("[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
-            ..Settings::default()
-        },
-        "",
-    )
-    .await;
+    let port = free_port();
+    let env = Env::daemon_env(quick(), metrics_settings(port, ""), "").await;
     let d = env.daemon();
-    metrics_text(port, "modelferry_upload_max_rate_bytes_per_second 0").await;
+    wait_for_metric(port, "modelferry_upload_max_rate_bytes_per_second 0").await;
 
     let config = std::fs::read_to_string(&env.config).unwrap();
     let config = config.replacen(
@@ -295,7 +256,7 @@ async fn sighup_rereads_max_rate_and_the_gauge_shows_it() {
     // SAFETY: kill(2) with the daemon's pid and a valid signal number.
     let rc = unsafe { libc::kill(d.pid() as libc::pid_t, libc::SIGHUP) };
     assert_eq!(rc, 0);
-    metrics_text(port, "modelferry_upload_max_rate_bytes_per_second 2097152").await;
+    wait_for_metric(port, "modelferry_upload_max_rate_bytes_per_second 2097152").await;
 
     d.sigterm();
     let r = d.finish().await;

@@ -4,7 +4,6 @@ use std::path::Path;
 
 use modelferry_emulator::EmulatorOptions;
 
-use crate::operable_upload::cli;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,11 +37,7 @@ async fn a_good_config_checks_ok_online_too() {
 async fn no_answer_from_the_platform_is_exit_6() {
     let env = Env::daemon_env(EmulatorOptions::default(), Settings::default(), "").await;
     // A port nothing listens on: bind one, then let it go.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut cmd = env.command(&["check", "-c", env.config.to_str().unwrap(), "--online"]);
     cmd.env(
         "MODELFERRY__PLATFORM__BASE_URL",

@@ -5,18 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use modelferry_emulator::EmulatorOptions;
 use serde_json::Value;
 
-use crate::operable_upload::cli;
 use crate::support::*;
-
-fn quick() -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    }
-}
 
 /// The daemon with its log in a file, so a test can wait for a line.
 struct Daemon {
@@ -77,10 +68,6 @@ async fn wait_for(path: &Path) {
         path.exists()
     })
     .await;
-}
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,28 +137,11 @@ async fn status_filters_by_id_state_time_and_count_newest_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_daemon_job_files_it_and_retry_imports_it_as_a_new_job() {
-    let env = Env::daemon_env(
-        EmulatorOptions {
-            latency: Duration::from_millis(150),
-            ..quick()
-        },
-        Settings {
-            parallel_chunks: 1,
-            ..Settings::default()
-        },
-        "",
-    )
-    .await;
+    let env = Env::daemon_env(slow(150), one_chunk_at_a_time(), "").await;
     let daemon = Daemon::start(&env);
     let name = "long.tar";
-    let sha = make_tar(&env.drop_dir().join(name), 3 * 1024 * 1024, 3);
-    wait_until(Duration::from_secs(60), "chunks under way", || {
-        env.report().chunk_posts_stored() >= 2
-    })
-    .await;
-    let cancelled_at = Instant::now();
-    let r = cli(&env, "cancel", &["1"]).await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sha = make_tar(&env.drop_dir().join(name), LONG_TAR, 3);
+    let cancelled_at = cancel_mid_upload(&env).await;
     let receipt = env.failed_dir().join("long.tar.error.json");
     daemon.wait_log(" filed job_id=", 1).await;
     assert!(cancelled_at.elapsed() < Duration::from_secs(5));

@@ -9,21 +9,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn quick() -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    }
-}
-
-/// Runs `modelferry CMD -c CONFIG ARGS...`.
-pub async fn cli(env: &Env, cmd: &str, args: &[&str]) -> Run {
-    let cfg = env.config.to_str().unwrap().to_string();
-    let mut all = vec![cmd, "-c", cfg.as_str()];
-    all.extend_from_slice(args);
-    run(env.command(&all)).await
-}
-
 /// The one JSON object stdout must hold.
 pub fn one_object(r: &Run) -> serde_json::Map<String, Value> {
     let v: Value = serde_json::from_str(r.stdout.trim())
@@ -31,14 +16,6 @@ pub fn one_object(r: &Run) -> serde_json::Map<String, Value> {
     match v {
         Value::Object(m) => m,
         other => panic!("stdout is not a JSON object: {other}"),
-    }
-}
-
-/// A config whose upload reaches the platform slowly: one chunk at a time.
-fn slow_settings() -> Settings {
-    Settings {
-        parallel_chunks: 1,
-        ..Settings::default()
     }
 }
 
@@ -90,14 +67,7 @@ async fn timeout_while_the_platform_is_down_exits_6_and_the_same_command_resumes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_in_the_middle_keeps_the_session_for_the_next_run() {
-    let env = Env::with(
-        EmulatorOptions {
-            latency: Duration::from_millis(100),
-            ..quick()
-        },
-        slow_settings(),
-    )
-    .await;
+    let env = Env::with(slow(100), one_chunk_at_a_time()).await;
     let file = env.path("m.tar");
     make_tar(&file, 2 * 1024 * 1024, 2);
     let r = env.upload(&file, &["--timeout", "1500ms", "--quiet"]).await;
@@ -283,25 +253,11 @@ async fn the_config_comes_from_modelferry_config_when_c_is_not_given() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_upload_stops_it_and_a_rerun_starts_a_new_job() {
-    let env = Env::with(
-        EmulatorOptions {
-            latency: Duration::from_millis(150),
-            ..quick()
-        },
-        slow_settings(),
-    )
-    .await;
+    let env = Env::with(slow(150), one_chunk_at_a_time()).await;
     let file = env.path("long.tar");
-    let sha = make_tar(&file, 3 * 1024 * 1024, 9);
+    let sha = make_tar(&file, LONG_TAR, 9);
     let upload = Proc::spawn(env.upload_cmd(&file, &["--json"]));
-    wait_until(Duration::from_secs(60), "chunks under way", || {
-        env.report().chunk_posts_stored() >= 2
-    })
-    .await;
-    let cancelled_at = Instant::now();
-    let r = cli(&env, "cancel", &["1"]).await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("cancelled"), "{}", r.stdout);
+    let cancelled_at = cancel_mid_upload(&env).await;
     let up = upload.finish().await;
     assert!(
         cancelled_at.elapsed() < Duration::from_secs(5),
