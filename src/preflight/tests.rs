@@ -201,6 +201,20 @@ fn a_pax_size_overrides_the_header_size() {
     assert_eq!(accepted(&a).regular_files, 1);
 }
 
+/// Bytes this thread has read through read(2)-family calls, and how many
+/// calls: the kernel's per-thread count, so nothing another test does in
+/// parallel is counted.
+fn reads_by_this_thread() -> (u64, u64) {
+    let io = std::fs::read_to_string("/proc/thread-self/io").expect("/proc/thread-self/io");
+    let field = |name: &str| -> u64 {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {io}"))
+    };
+    (field("rchar:"), field("syscr:"))
+}
+
 #[test]
 fn a_sparse_32_gib_tar_is_checked_without_reading_its_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -216,9 +230,18 @@ fn a_sparse_32_gib_tar_is_checked_without_reading_its_data() {
     f.set_len(size).unwrap();
     use std::os::unix::fs::FileExt;
     f.write_all_at(h.as_bytes(), 0).unwrap();
+    let before = reads_by_this_thread();
     let (format, s) = check(&p).unwrap();
+    let (bytes, calls) = reads_by_this_thread();
+    let (bytes, calls) = (bytes - before.0, calls - before.1);
     assert_eq!(format, Format::Tar);
     assert_eq!((s.members, s.regular_files), (1, 1));
+    // The magic, the header and the end-of-archive marker (and this
+    // thread's read of its own counters): a few KiB, never the data.
+    assert!(
+        bytes <= 8 * 1024 && calls <= 16,
+        "read {bytes} bytes in {calls} calls"
+    );
     // One byte short: the member's data runs past the end.
     f.set_len(size - 1024 - 1).unwrap();
     let e = check(&p).unwrap_err().to_string();

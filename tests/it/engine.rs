@@ -14,34 +14,14 @@ use crate::support::*;
 
 const CHUNK: u64 = 64 * 1024;
 
-/// The schema as migrations 1 and 2 left it: chunks carry a sha256 only.
-const SCHEMA_V2: &str = r#"
-CREATE TABLE jobs (
-    id INTEGER PRIMARY KEY, path TEXT NOT NULL, file_name TEXT NOT NULL,
-    dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    file_context TEXT NOT NULL, is_adapter INTEGER NOT NULL, chunk_size INTEGER NOT NULL,
-    chunks_total INTEGER NOT NULL, state TEXT NOT NULL, session_id TEXT,
-    session_started_at INTEGER, session_expires_at INTEGER,
-    sessions_started INTEGER NOT NULL DEFAULT 0, model_id TEXT, dock_status_id TEXT,
-    sha256 TEXT, hashed_chunks INTEGER NOT NULL DEFAULT 0, hash_state BLOB, error TEXT,
-    error_stage TEXT, http_status INTEGER, platform_message TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0, next_retry_at INTEGER, watch_dir TEXT,
-    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER
-);
-CREATE INDEX jobs_identity ON jobs (dev, ino, size, mtime_ns);
-CREATE INDEX jobs_state ON jobs (state);
-CREATE TABLE chunks (
-    job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, acked_at INTEGER NOT NULL,
-    PRIMARY KEY (job_id, idx)
-) WITHOUT ROWID;
-ALTER TABLE jobs ADD COLUMN filing TEXT;
-ALTER TABLE jobs ADD COLUMN filing_dest TEXT;
-ALTER TABLE jobs ADD COLUMN filing_error TEXT;
-ALTER TABLE jobs ADD COLUMN filed_at INTEGER;
-CREATE INDEX jobs_path ON jobs (path);
-PRAGMA user_version = 2;
-"#;
+/// The schema as migrations 1 and 2 left it (chunks carry a sha256 only),
+/// made by the store's own migrations.
+fn schema_v2() -> String {
+    format!(
+        "{}\nPRAGMA user_version = 2;",
+        modelferry::store::MIGRATIONS[..2].concat()
+    )
+}
 
 /// An `upload` job of `file` interrupted before the upgrade: a session on
 /// the emulator holding chunks `0..acked`, recorded in a database of the
@@ -83,7 +63,7 @@ async fn interrupted_old_job(env: &Env, file: &std::path::Path, acked: u64, bad:
 
     std::fs::create_dir_all(env.db_path().parent().unwrap()).unwrap();
     let db = rusqlite::Connection::open(env.db_path()).unwrap();
-    db.execute_batch(SCHEMA_V2).unwrap();
+    db.execute_batch(&schema_v2()).unwrap();
     let id = FileIdentity::of_path(file).unwrap();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

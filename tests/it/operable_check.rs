@@ -1,6 +1,4 @@
-//! `modelferry check [--online]` and the unit's answer to exit 2.
-
-use std::path::Path;
+//! `modelferry check [--online]`.
 
 use modelferry_emulator::EmulatorOptions;
 
@@ -90,17 +88,4 @@ failed_dir = "{d}/failed"
     let r = run(env.command(&["check", "-c", d.join("nope.toml").to_str().unwrap()])).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("nope.toml"), "{}", r.stderr);
-}
-
-#[test]
-fn the_unit_does_not_restart_a_bad_configuration() {
-    let unit = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/modelferry.service"),
-    )
-    .unwrap();
-    assert!(
-        unit.lines()
-            .any(|l| l.trim() == "RestartPreventExitStatus=2"),
-        "RestartPreventExitStatus=2 in the unit"
-    );
 }

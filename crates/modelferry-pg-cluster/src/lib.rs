@@ -204,32 +204,6 @@ impl Cluster {
         .expect("a URL")
     }
 
-    /// As [`Cluster::sql_in`], an error as text instead of a panic (the
-    /// schema may not be there yet).
-    pub fn try_sql_in(&self, url: &url::Url, sql: &str) -> Result<String, String> {
-        let out = self
-            .command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-            ])
-            .arg(url.path().trim_start_matches('/'))
-            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-            .current_dir(self.dir.path())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
     /// Writes the password into a 0600 file in `dir`; its path.
     pub fn password_file(&self, dir: &Path) -> PathBuf {
         let p = dir.join("db-password");
