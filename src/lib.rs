@@ -17,7 +17,6 @@
 //!   shown in logs and messages.
 //! - [`daemon`]: the drop-folder daemon; [`watch`]: drop folders;
 //!   [`filing`]: receipts and moves; [`systemd`]: sd_notify.
-//! - [`pg_cluster`]: a throwaway PostgreSQL cluster for tests and benchmarks.
 //! - [`emulator`]: a local emulator of the platform, for tests and demos (the
 //!   `modelferry-emulator` crate, re-exported).
 #![forbid(unsafe_code)]
@@ -32,8 +31,6 @@ pub mod exit;
 pub mod filing;
 pub mod job;
 pub mod metrics;
-#[doc(hidden)]
-pub mod pg_cluster;
 pub mod platform;
 pub mod preflight;
 pub mod progress;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use crate::clients::{post_chunk, read_at, start_session_at, API_KEY};
 use crate::emulator::EmulatorProc;
+use crate::restart::write_config;
 
 #[derive(Debug, Clone)]
 pub struct E2eResult {
@@ -33,15 +34,8 @@ pub async fn measure(
     chunk_size: u64,
     dir: &Path,
 ) -> anyhow::Result<E2eResult> {
-    let config = dir.join("modelferry.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[platform]\nbase_url = \"{}\"\n[state]\ndir = \"{}\"\n[upload]\nchunk_size = {chunk_size}\nparallel_chunks = 4\n",
-            emu.url,
-            dir.join("state").display()
-        ),
-    )?;
+    // The default poll intervals: the sequential client polls every 0.2 s.
+    let config = write_config(dir, &emu.url, chunk_size, "")?;
     let size = std::fs::metadata(file)?.len();
     let limit = Duration::from_secs(120 + size / 1_000_000);
     let t0 = Instant::now();

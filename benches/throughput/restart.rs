@@ -22,7 +22,13 @@ pub struct RestartResult {
     pub total_secs: f64,
 }
 
-/// Writes a config for `bin` pointing at `emu`, state in `dir/state`.
+/// Dock-status polls a measurement waits on: fast, so the import's end is
+/// seen within 10 ms. Goes into `write_config`'s `extra` (the `[upload]`
+/// section).
+pub const FAST_POLLS: &str = "poll_interval = \"10ms\"\npoll_interval_max = \"100ms\"\n";
+
+/// Writes a config for `bin` pointing at `emu`, state in `dir/state`;
+/// `extra` follows the `[upload]` section's keys (more keys, then sections).
 pub fn write_config(
     dir: &Path,
     url: &str,
@@ -40,8 +46,6 @@ dir = "{state}"
 [upload]
 chunk_size = {chunk_size}
 parallel_chunks = 4
-poll_interval = "10ms"
-poll_interval_max = "100ms"
 {extra}"#,
         state = dir.join("state").display(),
     );
@@ -106,7 +110,7 @@ pub async fn measure(
     dir: &Path,
     settle: Duration,
 ) -> anyhow::Result<RestartResult> {
-    let config = write_config(dir, &emu.url, chunk_size, "")?;
+    let config = write_config(dir, &emu.url, chunk_size, FAST_POLLS)?;
     let size = std::fs::metadata(file)?.len();
     let total = size.div_ceil(chunk_size);
     let before = emu.chunks_stored().await?;

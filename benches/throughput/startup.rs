@@ -20,7 +20,7 @@ use modelferry::store::Store;
 
 use crate::clients::API_KEY;
 use crate::emulator::EmulatorProc;
-use crate::restart::write_config;
+use crate::restart::{write_config, FAST_POLLS};
 
 /// Timed runs of each command (after one untimed warm-up).
 const RUNS: usize = 3;
@@ -301,7 +301,7 @@ pub async fn measure(
     drop(scratch);
 
     let watch = format!(
-        "\n[[watch]]\ndir = \"{d}/drop\"\ndone_dir = \"{d}/done\"\nfailed_dir = \"{d}/failed\"\n",
+        "{FAST_POLLS}\n[[watch]]\ndir = \"{d}/drop\"\ndone_dir = \"{d}/done\"\nfailed_dir = \"{d}/failed\"\n",
         d = dir.display()
     );
     let config = write_config(dir, &emu.url, chunk_size, &watch)?;

@@ -24,6 +24,8 @@ mod stream;
 mod tar;
 
 #[cfg(test)]
+mod corpus;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;

@@ -1,69 +1,15 @@
-//! Pre-flight's corpus: archives made here, byte by byte where a writer
-//! would refuse to make them, each checked as a `.tar` (seeking walk) and,
+//! Pre-flight's corpus: archives made here (`corpus`), byte by byte where a
+//! writer would refuse to make them, each checked as a `.tar` (seeking walk) and,
 //! gzip-compressed, as a `.tar.gz` (stream walk).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 
+use super::corpus::*;
 use super::*;
 use crate::source::{FileIdentity, SourceFile};
-
-/// A raw ustar header; fields are written as given, never validated.
-fn header(name: &[u8], kind: u8, size: u64, link: &[u8]) -> [u8; 512] {
-    let mut h = ::tar::Header::new_ustar();
-    h.as_old_mut().name[..name.len()].copy_from_slice(name);
-    h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
-    h.set_entry_type(::tar::EntryType::new(kind));
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_cksum();
-    *h.as_bytes()
-}
-
-fn pad(out: &mut Vec<u8>) {
-    while !out.len().is_multiple_of(512) {
-        out.push(0);
-    }
-}
-
-/// One member: name, type byte, data, link target.
-type Member<'a> = (&'a [u8], u8, &'a [u8], &'a [u8]);
-
-/// An archive of `members`, with the end-of-archive marker.
-fn archive(members: &[Member]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, kind, data, link) in members {
-        out.extend_from_slice(&header(name, *kind, data.len() as u64, link));
-        out.extend_from_slice(data);
-        pad(&mut out);
-    }
-    out.extend_from_slice(&[0u8; 1024]);
-    out
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
-/// A PAX record: `LEN key=value\n`, LEN counting itself.
-fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let body = 3 + key.len() + value.len();
-    let mut len = body + 1;
-    while len.to_string().len() + body != len {
-        len += 1;
-    }
-    let mut r = format!("{len} {key}=").into_bytes();
-    r.extend_from_slice(value);
-    r.push(b'\n');
-    r
-}
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
@@ -255,6 +201,20 @@ fn a_pax_size_overrides_the_header_size() {
     assert_eq!(accepted(&a).regular_files, 1);
 }
 
+/// Bytes this thread has read through read(2)-family calls, and how many
+/// calls: the kernel's per-thread count, so nothing another test does in
+/// parallel is counted.
+fn reads_by_this_thread() -> (u64, u64) {
+    let io = std::fs::read_to_string("/proc/thread-self/io").expect("/proc/thread-self/io");
+    let field = |name: &str| -> u64 {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {io}"))
+    };
+    (field("rchar:"), field("syscr:"))
+}
+
 #[test]
 fn a_sparse_32_gib_tar_is_checked_without_reading_its_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,9 +230,18 @@ fn a_sparse_32_gib_tar_is_checked_without_reading_its_data() {
     f.set_len(size).unwrap();
     use std::os::unix::fs::FileExt;
     f.write_all_at(h.as_bytes(), 0).unwrap();
+    let before = reads_by_this_thread();
     let (format, s) = check(&p).unwrap();
+    let (bytes, calls) = reads_by_this_thread();
+    let (bytes, calls) = (bytes - before.0, calls - before.1);
     assert_eq!(format, Format::Tar);
     assert_eq!((s.members, s.regular_files), (1, 1));
+    // The magic, the header and the end-of-archive marker (and this
+    // thread's read of its own counters): a few KiB, never the data.
+    assert!(
+        bytes <= 8 * 1024 && calls <= 16,
+        "read {bytes} bytes in {calls} calls"
+    );
     // One byte short: the member's data runs past the end.
     f.set_len(size - 1024 - 1).unwrap();
     let e = check(&p).unwrap_err().to_string();

@@ -13,6 +13,7 @@ use rusqlite::TransactionBehavior;
 use super::error::{Result, StoreError};
 use super::open::SqliteStore;
 
+/// The migrations in order; `PRAGMA user_version` counts those applied.
 pub const MIGRATIONS: &[&str] = &[
     // 1: jobs and their acknowledged chunks.
     r#"

@@ -32,6 +32,9 @@ mod rows;
 pub use error::StoreError;
 pub use handle::{Backend, Hold, SqliteBackend, Store};
 pub use manage::JobQuery;
+/// SQLite's migrations in order, for tests that build an older schema.
+#[doc(hidden)]
+pub use migrations::MIGRATIONS;
 pub use pg::{FleetOptions, PgBackend, SCHEMA_VERSION as PG_SCHEMA_VERSION};
 
 #[cfg(test)]

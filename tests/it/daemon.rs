@@ -1,30 +1,10 @@
 //! `modelferry run` end to end: drop folders, receipts, crashes, signals.
 
-use std::path::Path;
 use std::time::Duration;
 
 use modelferry_emulator::{EmulatorOptions, ImportStatus};
 
 use crate::support::*;
-
-fn quick() -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    }
-}
-
-fn slow(ms: u64) -> EmulatorOptions {
-    EmulatorOptions {
-        latency: Duration::from_millis(ms),
-        ..quick()
-    }
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
 
 /// Waits for the daemon to stop after SIGTERM and returns its output.
 async fn stop(daemon: Proc) -> Run {
@@ -430,21 +410,8 @@ async fn a_file_rewritten_mid_upload_starts_over_and_imports_the_new_content() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_metrics_and_healthz_on_loopback() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let env = Env::daemon_env(
-        quick(),
-        Settings {
-            extra: format!(
-                "[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"\nlog_format = \"json\"\n"
-            ),
-            ..Settings::default()
-        },
-        "",
-    )
-    .await;
+    let port = free_port();
+    let env = Env::daemon_env(quick(), metrics_settings(port, "log_format = \"json\""), "").await;
     let staged = env.path("m.tar");
     make_tar(&staged, 200_000, 80);
     std::fs::rename(&staged, env.drop_dir().join("m.tar")).unwrap();
@@ -453,21 +420,9 @@ async fn serves_metrics_and_healthz_on_loopback() {
         env.done_dir().join("m.tar.receipt.json").exists()
     })
     .await;
-    let client = reqwest::Client::new();
-    let health = client
-        .get(format!("http://127.0.0.1:{port}/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
-    let text = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(get(port, "/healthz").await.map(|r| r.0), Some(200));
+    let (status, text) = get(port, "/metrics").await.expect("/metrics answers");
+    assert_eq!(status, 200, "{text}");
     for needle in [
         "modelferry_uploaded_bytes_total",
         "modelferry_uploaded_chunks_total",

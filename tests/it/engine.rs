@@ -14,41 +14,14 @@ use crate::support::*;
 
 const CHUNK: u64 = 64 * 1024;
 
-fn quick() -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    }
+/// The schema as migrations 1 and 2 left it (chunks carry a sha256 only),
+/// made by the store's own migrations.
+fn schema_v2() -> String {
+    format!(
+        "{}\nPRAGMA user_version = 2;",
+        modelferry::store::MIGRATIONS[..2].concat()
+    )
 }
-
-/// The schema as migrations 1 and 2 left it: chunks carry a sha256 only.
-const SCHEMA_V2: &str = r#"
-CREATE TABLE jobs (
-    id INTEGER PRIMARY KEY, path TEXT NOT NULL, file_name TEXT NOT NULL,
-    dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    file_context TEXT NOT NULL, is_adapter INTEGER NOT NULL, chunk_size INTEGER NOT NULL,
-    chunks_total INTEGER NOT NULL, state TEXT NOT NULL, session_id TEXT,
-    session_started_at INTEGER, session_expires_at INTEGER,
-    sessions_started INTEGER NOT NULL DEFAULT 0, model_id TEXT, dock_status_id TEXT,
-    sha256 TEXT, hashed_chunks INTEGER NOT NULL DEFAULT 0, hash_state BLOB, error TEXT,
-    error_stage TEXT, http_status INTEGER, platform_message TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0, next_retry_at INTEGER, watch_dir TEXT,
-    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER
-);
-CREATE INDEX jobs_identity ON jobs (dev, ino, size, mtime_ns);
-CREATE INDEX jobs_state ON jobs (state);
-CREATE TABLE chunks (
-    job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, acked_at INTEGER NOT NULL,
-    PRIMARY KEY (job_id, idx)
-) WITHOUT ROWID;
-ALTER TABLE jobs ADD COLUMN filing TEXT;
-ALTER TABLE jobs ADD COLUMN filing_dest TEXT;
-ALTER TABLE jobs ADD COLUMN filing_error TEXT;
-ALTER TABLE jobs ADD COLUMN filed_at INTEGER;
-CREATE INDEX jobs_path ON jobs (path);
-PRAGMA user_version = 2;
-"#;
 
 /// An `upload` job of `file` interrupted before the upgrade: a session on
 /// the emulator holding chunks `0..acked`, recorded in a database of the
@@ -90,7 +63,7 @@ async fn interrupted_old_job(env: &Env, file: &std::path::Path, acked: u64, bad:
 
     std::fs::create_dir_all(env.db_path().parent().unwrap()).unwrap();
     let db = rusqlite::Connection::open(env.db_path()).unwrap();
-    db.execute_batch(SCHEMA_V2).unwrap();
+    db.execute_batch(&schema_v2()).unwrap();
     let id = FileIdentity::of_path(file).unwrap();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -245,45 +218,13 @@ async fn a_session_too_short_for_the_link_fails_the_job_after_the_second_expiry(
     assert_eq!(env.report().sessions.len(), 2, "no third session");
 }
 
-/// `/metrics` of a daemon on `port`, once it answers (bounded).
-async fn metrics_text(port: u16, want: &str) -> String {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-        {
-            let text = r.text().await.unwrap_or_default();
-            if text.contains(want) {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "no {want:?} in:\n{text}");
-        }
-        assert!(Instant::now() < deadline, "metrics never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(unsafe_code)] // std can only SIGKILL a child.
 async fn sighup_rereads_max_rate_and_the_gauge_shows_it() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let env = Env::daemon_env(
-        quick(),
-        Settings {
-            extra: format!("[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
-            ..Settings::default()
-        },
-        "",
-    )
-    .await;
+    let port = free_port();
+    let env = Env::daemon_env(quick(), metrics_settings(port, ""), "").await;
     let d = env.daemon();
-    metrics_text(port, "modelferry_upload_max_rate_bytes_per_second 0").await;
+    wait_for_metric(port, "modelferry_upload_max_rate_bytes_per_second 0").await;
 
     let config = std::fs::read_to_string(&env.config).unwrap();
     let config = config.replacen(
@@ -295,7 +236,7 @@ async fn sighup_rereads_max_rate_and_the_gauge_shows_it() {
     // SAFETY: kill(2) with the daemon's pid and a valid signal number.
     let rc = unsafe { libc::kill(d.pid() as libc::pid_t, libc::SIGHUP) };
     assert_eq!(rc, 0);
-    metrics_text(port, "modelferry_upload_max_rate_bytes_per_second 2097152").await;
+    wait_for_metric(port, "modelferry_upload_max_rate_bytes_per_second 2097152").await;
 
     d.sigterm();
     let r = d.finish().await;

@@ -320,11 +320,7 @@ async fn status_by_a_user_without_access_to_the_state_folder_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_database_is_named_once_with_what_was_being_done() {
-    let env = Env::start(EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    })
-    .await;
+    let env = Env::start(quick()).await;
     let file = env.path("m.tar");
     make_tar(&file, 300_000, 4);
     let r = env.upload(&file, &[]).await;

@@ -8,13 +8,6 @@ use modelferry::emulator::EmulatorOptions;
 
 use crate::support::*;
 
-fn quick() -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_expired_on_arrival_is_used_and_clock_skew_is_reported() {
     // The platform's clock an hour behind: every expirationDate is 50

@@ -4,35 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use modelferry::emulator::EmulatorOptions;
-
 use crate::support::*;
 
 /// How long a whole scenario may take before the test calls it stalled.
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn slow(ms: u64) -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        latency: Duration::from_millis(ms),
-        ..EmulatorOptions::default()
-    }
-}
-
-/// One chunk in flight at a time, so a multi-megabyte file at 30 ms per
-/// request keeps the only `parallel_files` slot busy for seconds.
-fn one_at_a_time() -> Settings {
-    Settings {
-        parallel_chunks: 1,
-        parallel_files: 1,
-        ..Settings::default()
-    }
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
 
 // std has no mkfifo; the test must make real FIFOs.
 #[allow(unsafe_code)]
@@ -93,6 +68,24 @@ async fn wait_for_jobs(
     }
 }
 
+/// Three 4 MiB files dropped in order under a running daemon, once `a`
+/// holds the only slot (30 ms a request, one chunk at a time: busy for
+/// seconds) and `b` and `c` are queued jobs behind it. The env, the files
+/// (path, sha256) and the daemon.
+async fn a_uploading_b_and_c_queued() -> (Env, Vec<(PathBuf, String)>, Proc) {
+    let env = Env::daemon_env(slow(30), one_chunk_at_a_time(), "").await;
+    let files = drop_in_order(&env, &["a.tar", "b.tar", "c.tar"], 4 * 1024 * 1024);
+    let (a, b, c) = (&files[0].0, &files[1].0, &files[2].0);
+    let d = env.daemon();
+    wait_for_jobs(&env, "a uploading, b and c queued", |jobs| {
+        state_of(jobs, a).as_deref() == Some("uploading")
+            && state_of(jobs, b).as_deref() == Some("queued")
+            && state_of(jobs, c).as_deref() == Some("queued")
+    })
+    .await;
+    (env, files, d)
+}
+
 fn job_for<'a>(jobs: &'a [serde_json::Value], path: &Path) -> Option<&'a serde_json::Value> {
     let p = path.display().to_string();
     jobs.iter().find(|j| j["path"] == p.as_str())
@@ -112,17 +105,8 @@ fn assert_failed_not_regular(jobs: &[serde_json::Value], path: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fifo_swapped_in_for_a_queued_file_fails_that_job_and_the_queue_moves_on() {
-    let env = Env::daemon_env(slow(30), one_at_a_time(), "").await;
-    let files = drop_in_order(&env, &["a.tar", "b.tar", "c.tar"], 4 * 1024 * 1024);
+    let (env, files, d) = a_uploading_b_and_c_queued().await;
     let (a, b, c) = (&files[0].0, &files[1].0, &files[2].0);
-    let d = env.daemon();
-    // a holds the only slot; b and c are queued jobs behind it.
-    wait_for_jobs(&env, "a uploading, b and c queued", |jobs| {
-        state_of(jobs, a).as_deref() == Some("uploading")
-            && state_of(jobs, b).as_deref() == Some("queued")
-            && state_of(jobs, c).as_deref() == Some("queued")
-    })
-    .await;
     swap_in_fifo(&env, b);
 
     let jobs = wait_for_jobs(&env, "every job finished", |jobs| {
@@ -163,16 +147,8 @@ async fn a_fifo_swapped_in_for_a_queued_file_fails_that_job_and_the_queue_moves_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifos_found_at_restart_fail_their_jobs_instead_of_stalling_recovery() {
-    let env = Env::daemon_env(slow(30), one_at_a_time(), "").await;
-    let files = drop_in_order(&env, &["a.tar", "b.tar", "c.tar"], 4 * 1024 * 1024);
+    let (env, files, d) = a_uploading_b_and_c_queued().await;
     let (a, b, c) = (&files[0].0, &files[1].0, &files[2].0);
-    let d = env.daemon();
-    wait_for_jobs(&env, "a uploading, b and c queued", |jobs| {
-        state_of(jobs, a).as_deref() == Some("uploading")
-            && state_of(jobs, b).as_deref() == Some("queued")
-            && state_of(jobs, c).as_deref() == Some("queued")
-    })
-    .await;
     d.kill9().await;
     // While the daemon is down: the job under way and a queued one both
     // find a FIFO at their path.

@@ -123,10 +123,15 @@ fn contains_key(bytes: &[u8]) -> bool {
         .any(|w| w == API_KEY.as_bytes())
 }
 
-/// The key is in none of the database files.
+/// The key is in none of the database files. The database itself must be
+/// there (else the check would pass on nothing); its WAL and shared-memory
+/// files only while they exist.
 fn db_is_clean(env: &Env) {
-    for f in ["modelferry.db", "modelferry.db-wal", "modelferry.db-shm"] {
-        if let Ok(bytes) = std::fs::read(env.db_path().with_file_name(f)) {
+    let db = env.db_path();
+    let bytes = std::fs::read(&db).unwrap_or_else(|e| panic!("{}: {e}", db.display()));
+    assert!(!contains_key(&bytes), "the key is in modelferry.db");
+    for f in ["modelferry.db-wal", "modelferry.db-shm"] {
+        if let Ok(bytes) = std::fs::read(db.with_file_name(f)) {
             assert!(!contains_key(&bytes), "the key is in {f}");
         }
     }

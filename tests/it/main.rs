@@ -2,6 +2,9 @@
 //! emulator on 127.0.0.1:0 and the real `modelferry` binary.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
+// Pre-flight's tar corpus builder, shared with its unit tests.
+#[path = "../../src/preflight/corpus.rs"]
+mod corpus;
 mod daemon;
 mod engine;
 mod fleet;

@@ -1,10 +1,7 @@
-//! `modelferry check [--online]` and the unit's answer to exit 2.
-
-use std::path::Path;
+//! `modelferry check [--online]`.
 
 use modelferry_emulator::EmulatorOptions;
 
-use crate::operable_upload::cli;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,11 +35,7 @@ async fn a_good_config_checks_ok_online_too() {
 async fn no_answer_from_the_platform_is_exit_6() {
     let env = Env::daemon_env(EmulatorOptions::default(), Settings::default(), "").await;
     // A port nothing listens on: bind one, then let it go.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut cmd = env.command(&["check", "-c", env.config.to_str().unwrap(), "--online"]);
     cmd.env(
         "MODELFERRY__PLATFORM__BASE_URL",
@@ -95,17 +88,4 @@ failed_dir = "{d}/failed"
     let r = run(env.command(&["check", "-c", d.join("nope.toml").to_str().unwrap()])).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("nope.toml"), "{}", r.stderr);
-}
-
-#[test]
-fn the_unit_does_not_restart_a_bad_configuration() {
-    let unit = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/modelferry.service"),
-    )
-    .unwrap();
-    assert!(
-        unit.lines()
-            .any(|l| l.trim() == "RestartPreventExitStatus=2"),
-        "RestartPreventExitStatus=2 in the unit"
-    );
 }

@@ -5,18 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use modelferry_emulator::EmulatorOptions;
 use serde_json::Value;
 
-use crate::operable_upload::cli;
 use crate::support::*;
-
-fn quick() -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    }
-}
 
 /// The daemon with its log in a file, so a test can wait for a line.
 struct Daemon {
@@ -26,10 +17,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(env: &Env) -> Daemon {
+        Self::start_with(env, &[])
+    }
+
+    /// As `start`, with `vars` in the daemon's environment.
+    fn start_with(env: &Env, vars: &[(&str, &str)]) -> Daemon {
         let log = env.path("daemon.log");
         let file = std::fs::File::create(&log).unwrap();
         let cfg = env.config.to_str().unwrap().to_string();
         let mut cmd = env.command(&["run", "-c", &cfg]);
+        cmd.envs(vars.iter().copied());
         cmd.stdout(Stdio::null()).stderr(Stdio::from(file));
         Daemon {
             child: cmd.spawn().expect("daemon starts"),
@@ -77,10 +74,6 @@ async fn wait_for(path: &Path) {
         path.exists()
     })
     .await;
-}
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,28 +143,11 @@ async fn status_filters_by_id_state_time_and_count_newest_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_daemon_job_files_it_and_retry_imports_it_as_a_new_job() {
-    let env = Env::daemon_env(
-        EmulatorOptions {
-            latency: Duration::from_millis(150),
-            ..quick()
-        },
-        Settings {
-            parallel_chunks: 1,
-            ..Settings::default()
-        },
-        "",
-    )
-    .await;
+    let env = Env::daemon_env(slow(150), one_chunk_at_a_time(), "").await;
     let daemon = Daemon::start(&env);
     let name = "long.tar";
-    let sha = make_tar(&env.drop_dir().join(name), 3 * 1024 * 1024, 3);
-    wait_until(Duration::from_secs(60), "chunks under way", || {
-        env.report().chunk_posts_stored() >= 2
-    })
-    .await;
-    let cancelled_at = Instant::now();
-    let r = cli(&env, "cancel", &["1"]).await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sha = make_tar(&env.drop_dir().join(name), LONG_TAR, 3);
+    let cancelled_at = cancel_mid_upload(&env).await;
     let receipt = env.failed_dir().join("long.tar.error.json");
     daemon.wait_log(" filed job_id=", 1).await;
     assert!(cancelled_at.elapsed() < Duration::from_secs(5));
@@ -311,6 +287,41 @@ async fn after_prune_neither_a_rerun_nor_a_redrop_imports_the_file_again() {
     assert!(log.contains("already imported as job 2"), "{log}");
     assert_eq!(env.report().sessions.len(), sessions, "nothing sent again");
     assert!(dropped.exists(), "the file is left where it is");
+}
+
+/// Rows in `chunks` for job `id`.
+fn chunk_rows(env: &Env, id: i64) -> i64 {
+    rusqlite::Connection::open(env.db_path())
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM chunks WHERE job_id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_prunes_finished_jobs_older_than_retain_when_it_starts() {
+    let env = Env::daemon_env(quick(), Settings::default(), "").await;
+    let up = env.path("up.tar");
+    make_tar(&up, 200_000, 12);
+    assert_eq!(env.upload(&up, &["--quiet"]).await.code, 0);
+    assert!(chunk_rows(&env, 1) > 0, "the upload recorded its chunks");
+
+    // The daemon prunes at its start (then daily); retain is 1 ms, so the
+    // job just finished is already old enough.
+    let daemon = Daemon::start_with(&env, &[("MODELFERRY__STATE__RETAIN", "1ms")]);
+    daemon.wait_log("pruned finished jobs", 1).await;
+    let (_, jobs) = status(&env, &[]).await;
+    assert!(jobs.is_empty(), "pruned jobs are not listed: {jobs:?}");
+    assert_eq!(chunk_rows(&env, 1), 0, "its chunk rows go");
+    let log = daemon.stop().await;
+    assert!(log.contains("pruned=1"), "{log}");
+
+    // What recognises the file stays: a re-run is already imported.
+    let r = env.upload(&up, &[]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("already imported"), "{}", r.stderr);
+    assert_eq!(env.report().sessions.len(), 1, "nothing sent again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,18 +6,11 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use modelferry_emulator::EmulatorOptions;
 
 use crate::support::*;
-
-fn quick() -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    }
-}
 
 async fn bin(args: &[&str]) -> Run {
     let mut cmd = tokio::process::Command::new(BIN);
@@ -196,47 +189,6 @@ async fn logs_stay_plain_when_journal_stream_names_another_file() {
     }
 }
 
-/// A daemon serving metrics on a free loopback port, on `env`.
-fn metrics_env_extra(port: u16, more: &str) -> Settings {
-    Settings {
-        extra: format!("[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"\n{more}\n"),
-        ..Settings::default()
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let r = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.text().await.ok()?))
-}
-
-/// Polls `path` until it answers with `status`, within `limit`.
-async fn wait_for_status(port: u16, path: &str, status: u16, limit: Duration) -> String {
-    let start = Instant::now();
-    loop {
-        if let Some((s, body)) = get(port, path).await {
-            if s == status {
-                return body;
-            }
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out waiting for {path} to answer {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every `modelferry_*` name the dashboard mentions.
 fn dashboard_metrics() -> BTreeSet<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/grafana/modelferry.json");
@@ -279,7 +231,7 @@ fn served(text: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_present_from_zero_ready_with_the_platform_up_and_the_dashboard_served() {
     let port = free_port();
-    let env = Env::daemon_env(quick(), metrics_env_extra(port, ""), "").await;
+    let env = Env::daemon_env(quick(), metrics_settings(port, ""), "").await;
     let d = env.daemon();
     let zero = wait_for_status(port, "/metrics", 200, Duration::from_secs(30)).await;
     let mut needles = vec![
@@ -359,7 +311,7 @@ async fn not_ready_while_the_platform_rejects_the_key() {
         api_key: Some("another-key".into()),
         ..quick()
     };
-    let env = Env::daemon_env(opts, metrics_env_extra(port, ""), "").await;
+    let env = Env::daemon_env(opts, metrics_settings(port, ""), "").await;
     let d = env.daemon();
     wait_for_status(port, "/readyz", 200, Duration::from_secs(30)).await;
     let staged = env.path("m.tar");
@@ -381,7 +333,7 @@ async fn not_ready_once_the_platform_is_unreachable_past_unready_after() {
     let port = free_port();
     let env = Env::daemon_env(
         quick(),
-        metrics_env_extra(port, "unready_after = \"1s\""),
+        metrics_settings(port, "unready_after = \"1s\""),
         "",
     )
     .await;

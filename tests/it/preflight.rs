@@ -3,62 +3,11 @@
 //! failed job (stage `preflight`) with no session, and by `--dry-run` with
 //! exit 1 and nothing written.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
-use modelferry_emulator::EmulatorOptions;
-
+use crate::corpus::*;
 use crate::support::*;
-
-fn quick() -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    }
-}
-
-/// A raw ustar header: fields as given, never validated (a writer would
-/// refuse `..` or absolute names).
-fn header(name: &[u8], kind: u8, size: u64, link: &[u8]) -> [u8; 512] {
-    let mut h = tar::Header::new_ustar();
-    h.as_old_mut().name[..name.len()].copy_from_slice(name);
-    h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
-    h.set_entry_type(tar::EntryType::new(kind));
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_cksum();
-    *h.as_bytes()
-}
-
-fn pad(out: &mut Vec<u8>) {
-    while !out.len().is_multiple_of(512) {
-        out.push(0);
-    }
-}
-
-/// One member: name, type byte, data, link target.
-type Member<'a> = (&'a [u8], u8, &'a [u8], &'a [u8]);
-
-/// Members, then the end marker.
-fn archive(members: &[Member]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, kind, data, link) in members {
-        out.extend_from_slice(&header(name, *kind, data.len() as u64, link));
-        out.extend_from_slice(data);
-        pad(&mut out);
-    }
-    out.extend_from_slice(&[0u8; 1024]);
-    out
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
 
 fn random(n: usize, seed: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -211,15 +160,7 @@ async fn long_pax_and_gnu_names_pass_and_are_imported() {
     b.append_data(&mut h, &long, &random(5000, 2)[..]).unwrap();
     let gnu = write(&env, "gnu-long.tar", &b.into_inner().unwrap());
     // PAX: a path record before a short ustar header.
-    let record = |key: &str, value: &str| {
-        let body = 3 + key.len() + value.len();
-        let mut len = body + 1;
-        while len.to_string().len() + body != len {
-            len += 1;
-        }
-        format!("{len} {key}={value}\n").into_bytes()
-    };
-    let rec = record("path", &long);
+    let rec = pax_record("path", long.as_bytes());
     let mut pax = header(b"PaxHeaders/w", b'x', rec.len() as u64, b"").to_vec();
     pax.extend_from_slice(&rec);
     pad(&mut pax);
@@ -296,11 +237,7 @@ async fn a_gzip_corrupt_past_its_start_is_stopped_before_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_gzip_upload_is_verified_from_the_local_file() {
-    let env = Env::start(EmulatorOptions {
-        latency: Duration::from_millis(15),
-        ..quick()
-    })
-    .await;
+    let env = Env::start(slow(15)).await;
     let gz = big_gzip(12);
     let file = write(&env, "resumed.tgz", &gz);
     let sha = sha256_file(&file);
@@ -387,11 +324,6 @@ async fn a_copy_of_an_imported_file_is_a_duplicate_unless_forced_or_off() {
     let r = run(cmd).await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(env.report().sessions.len(), 4, "dedupe = false uploads");
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,127 @@ use tokio::process::{Child, Command};
 pub const API_KEY: &str = "kg-test-0f3a9c1e-7b2d-4e8f-secret-key";
 pub const BIN: &str = env!("CARGO_BIN_EXE_modelferry");
 
+/// An emulator that finishes an import on its first dock-status poll.
+pub fn quick() -> EmulatorOptions {
+    EmulatorOptions {
+        import_polls: 1,
+        ..EmulatorOptions::default()
+    }
+}
+
+/// As [`quick`], with `ms` of latency on every request.
+pub fn slow(ms: u64) -> EmulatorOptions {
+    EmulatorOptions {
+        latency: Duration::from_millis(ms),
+        ..quick()
+    }
+}
+
+/// One chunk in flight at a time: with [`slow`], an upload that is still
+/// under way when a test acts on it.
+pub fn one_chunk_at_a_time() -> Settings {
+    Settings {
+        parallel_chunks: 1,
+        ..Settings::default()
+    }
+}
+
+/// The size of a file whose upload can be cancelled mid-way: 48 chunks of
+/// the default 64 KiB, one at a time, with `slow(150)` about 7 s.
+pub const LONG_TAR: usize = 3 * 1024 * 1024;
+
+/// Waits until job 1 has chunks stored, then `modelferry cancel 1`, which
+/// must succeed; the instant just before the cancel was asked for.
+pub async fn cancel_mid_upload(env: &Env) -> Instant {
+    wait_until(Duration::from_secs(60), "chunks under way", || {
+        env.report().chunk_posts_stored() >= 2
+    })
+    .await;
+    let at = Instant::now();
+    let r = cli(env, "cancel", &["1"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("cancelled"), "{}", r.stdout);
+    at
+}
+
+/// Runs `modelferry CMD -c CONFIG ARGS...`.
+pub async fn cli(env: &Env, cmd: &str, args: &[&str]) -> Run {
+    let cfg = env.config.to_str().unwrap().to_string();
+    let mut all = vec![cmd, "-c", cfg.as_str()];
+    all.extend_from_slice(args);
+    run(env.command(&all)).await
+}
+
+/// A JSON file (a receipt), parsed; a panic naming the file otherwise.
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A loopback port nothing listens on (bound, then let go).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Settings serving metrics on `port` (loopback); `more` goes into the
+/// `[telemetry]` section.
+pub fn metrics_settings(port: u16, more: &str) -> Settings {
+    Settings {
+        extra: format!("[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"\n{more}\n"),
+        ..Settings::default()
+    }
+}
+
+/// `GET http://127.0.0.1:PORT/PATH` within 5 s: status and body, or `None`
+/// when nothing answered.
+pub async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.text().await.ok()?))
+}
+
+/// Polls `path` until it answers with `status`, within `limit`; the body.
+pub async fn wait_for_status(port: u16, path: &str, status: u16, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some((s, body)) = get(port, path).await {
+            if s == status {
+                return body;
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {path} to answer {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `/metrics` until it contains `want`, within 30 s; the exposition.
+pub async fn wait_for_metric(port: u16, want: &str) -> String {
+    let start = Instant::now();
+    let mut last = None;
+    loop {
+        if let Some((200, text)) = get(port, "/metrics").await {
+            if text.contains(want) {
+                return text;
+            }
+            last = Some(text);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no {want:?} in /metrics: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub emu: EmulatorHandle,

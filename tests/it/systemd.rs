@@ -16,14 +16,19 @@ fn the_unit_is_type_notify_with_credential_state_and_watchdog() {
         "Type=notify",
         "ExecStart=/usr/bin/modelferry run -c /etc/modelferry/modelferry.toml",
         "Restart=on-failure",
+        // A bad configuration (exit 2) is not restarted.
         "RestartPreventExitStatus=2",
         "StateDirectory=modelferry",
         "ConfigurationDirectory=modelferry",
-        "LoadCredential=api-key:",
-        "WatchdogSec=",
         "User=modelferry",
     ] {
-        assert!(u.lines().any(|l| l.starts_with(line)), "{line} in the unit");
+        assert!(u.lines().any(|l| l.trim() == line), "{line} in the unit");
+    }
+    for prefix in ["LoadCredential=api-key:", "WatchdogSec="] {
+        assert!(
+            u.lines().any(|l| l.starts_with(prefix)),
+            "{prefix} in the unit"
+        );
     }
     assert!(
         !u.contains("MODELFERRY_API_KEY="),
@@ -40,8 +45,15 @@ fn systemd_analyze_rates_the_sandbox_1_5_or_lower() {
         .output()
     {
         Ok(o) => o,
+        // CI must rate the unit (as the fleet tests must find PostgreSQL);
+        // elsewhere a missing tool skips the rating, saying so.
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("systemd-analyze is needed under CI=true to rate the unit: {e}")
+        }
         Err(e) => {
-            eprintln!("systemd-analyze is not installed ({e}); skipping the sandbox rating");
+            eprintln!(
+                "\n*** SKIPPED the sandbox rating: systemd-analyze is not installed ({e}) ***\n"
+            );
             return;
         }
     };

@@ -6,13 +6,6 @@ use modelferry_emulator::{EmulatorOptions, ImportStatus};
 
 use crate::support::*;
 
-fn quick() -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imports_a_file_with_identical_content_and_exact_start_fields() {
     let env = Env::start(quick()).await;
@@ -86,11 +79,7 @@ async fn a_file_already_imported_is_not_uploaded_again_unless_forced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_the_same_session_after_two_sigkills() {
-    let env = Env::start(EmulatorOptions {
-        latency: Duration::from_millis(15),
-        ..quick()
-    })
-    .await;
+    let env = Env::start(slow(15)).await;
     let file = env.path("big.tar");
     let sha = make_tar(&file, 6 * 1024 * 1024, 3);
     let total = std::fs::metadata(&file).unwrap().len().div_ceil(64 * 1024);
@@ -159,11 +148,7 @@ async fn succeeds_through_lost_acks_resets_rate_limits_and_server_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_a_new_session_when_the_old_one_expired_while_down() {
-    let env = Env::start(EmulatorOptions {
-        latency: Duration::from_millis(15),
-        ..quick()
-    })
-    .await;
+    let env = Env::start(slow(15)).await;
     let file = env.path("late.tar");
     let sha = make_tar(&file, 3 * 1024 * 1024, 5);
     let child = Proc::spawn(env.upload_cmd(&file, &["--no-progress"]));
@@ -355,17 +340,9 @@ async fn the_api_key_appears_in_no_output_and_not_in_the_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_emulator_command_serves_the_api() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "emulator",
-            "--listen",
-            &addr.to_string(),
-            "--import-polls",
-            "0",
-        ])
+        .args(["emulator", "--listen", &addr, "--import-polls", "0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -396,11 +373,7 @@ async fn the_emulator_command_serves_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_upload_of_the_same_file_leaves_the_running_one_alone() {
-    let env = Env::start(EmulatorOptions {
-        latency: Duration::from_millis(20),
-        ..quick()
-    })
-    .await;
+    let env = Env::start(slow(20)).await;
     let file = env.path("twice.tar");
     let sha = make_tar(&file, 2 * 1024 * 1024, 9);
     let first = Proc::spawn(env.upload_cmd(&file, &["--no-progress"]));

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::*;
 use crate::job::FilingState;
-use crate::pg_cluster::{Cluster, PASSWORD};
 use crate::secret::Secret;
+use modelferry_pg_cluster::{Cluster, PASSWORD};
 
 fn opts(url: &url::Url, instance: &str, lease: Duration) -> FleetOptions {
     FleetOptions {

@@ -8,6 +8,11 @@
 //! so the fleet's own role is tested the way it runs: with a password from a
 //! file. Where the server binaries are missing, [`Cluster::start`] fails
 //! under `CI=true` and elsewhere says loudly that the test is skipped.
+//!
+//! A crate of its own, a dev-dependency of `modelferry` only: none of this
+//! is compiled into the product.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 // Test support: it says on stderr why a test was skipped, and reads `CI`.
 #![allow(clippy::print_stderr, clippy::disallowed_methods)]
 
@@ -17,10 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The role the fleet connects as, and its password.
+/// The role the fleet connects as.
 pub const ROLE: &str = "modelferry";
+/// The password of [`ROLE`] (a test value; tests check it never leaks).
 pub const PASSWORD: &str = "pg-Secret-7d41c9e2-never-shown";
 
+/// A running cluster; stopped and removed on drop.
 pub struct Cluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -38,11 +45,6 @@ fn bin_dir() -> Option<PathBuf> {
         .collect();
     dirs.sort();
     dirs.pop()
-}
-
-/// Whether PostgreSQL's server binaries are installed.
-pub fn available() -> bool {
-    bin_dir().is_some()
 }
 
 fn is_root() -> bool {
@@ -202,32 +204,6 @@ impl Cluster {
         .expect("a URL")
     }
 
-    /// As [`Cluster::sql_in`], an error as text instead of a panic (the
-    /// schema may not be there yet).
-    pub fn try_sql_in(&self, url: &url::Url, sql: &str) -> Result<String, String> {
-        let out = self
-            .command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-            ])
-            .arg(url.path().trim_start_matches('/'))
-            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-            .current_dir(self.dir.path())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
     /// Writes the password into a 0600 file in `dir`; its path.
     pub fn password_file(&self, dir: &Path) -> PathBuf {
         let p = dir.join("db-password");
@@ -236,6 +212,7 @@ impl Cluster {
         p
     }
 
+    /// The port the server listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
     }
