@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::UsageError;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::escaped::Escaped;
 use crate::exit;
 use crate::filing::{ErrorReceipt, SuccessReceipt};
@@ -107,16 +106,9 @@ pub async fn finish(
     let ended = match ended {
         Ok(ended) => ended,
         Err(e) => {
-            let usage = e.chain().any(|c| {
-                c.downcast_ref::<UsageError>().is_some()
-                    || c.downcast_ref::<ConfigError>().is_some()
-            });
-            let code = if usage {
-                exit::USAGE
-            } else {
-                exit::LOCAL_ERROR
-            };
-            if !usage {
+            // The same test as `main`'s, so stdout and the exit code agree.
+            let code = super::exit_code_for(&e);
+            if code != exit::USAGE {
                 let job = match job_id {
                     Some(id) => read_job(config, id).await,
                     None => None,
