@@ -72,9 +72,8 @@ pub async fn run(
             file_context: context,
             is_adapter: args.adapter,
             force: args.force,
-            json: args.json,
         };
-        return super::dry_run::run(req, &config, shutdown).await;
+        return super::dry_run::run(req, &config, &say, shutdown).await;
     }
     let name = path
         .file_name()

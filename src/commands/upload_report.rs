@@ -64,7 +64,8 @@ impl Say {
         }
     }
 
-    fn stdout(&self, value: Value) {
+    /// `value` on stdout, with `--json`.
+    pub(super) fn stdout(&self, value: Value) {
         if self.json_out {
             println!("{value}");
         }
@@ -72,7 +73,7 @@ impl Say {
 }
 
 /// The object printed on exits 3, 4, 5, 6 and 130.
-fn short_report(job: Option<&Job>, path: &Path, error: &str, code: u8) -> Value {
+pub(super) fn short_report(job: Option<&Job>, path: &Path, error: &str, code: u8) -> Value {
     json!({
         "job_id": job.map(|j| j.id),
         "path": path.display().to_string(),
@@ -91,9 +92,8 @@ fn with_path(receipt: impl serde::Serialize, path: &Path) -> Value {
     v
 }
 
-/// Prints what the ending calls for and returns the exit code. An error of
-/// usage or configuration comes back as the error (stdout stays empty and
-/// `main` prints it), unless logs are JSON, where it is logged here.
+/// Prints what the ending calls for and returns the exit code; an error
+/// ends as [`failed`] says.
 pub async fn finish(
     config: &Config,
     say: &Say,
@@ -106,20 +106,11 @@ pub async fn finish(
     let ended = match ended {
         Ok(ended) => ended,
         Err(e) => {
-            // The same test as `main`'s, so stdout and the exit code agree.
-            let code = super::exit_code_for(&e);
-            if code != exit::USAGE {
-                let job = match job_id {
-                    Some(id) => read_job(config, id).await,
-                    None => None,
-                };
-                say.stdout(short_report(job.as_ref(), path, &format!("{e:#}"), code));
-            }
-            if say.json_logs {
-                say.error(&format!("{e:#}"));
-                return Ok(code);
-            }
-            return Err(e);
+            let job = match job_id {
+                Some(id) => read_job(config, id).await,
+                None => None,
+            };
+            return failed(say, path, job.as_ref(), e);
         }
     };
     let job = match job_id {
@@ -237,6 +228,28 @@ pub async fn finish(
         }
     };
     Ok(code)
+}
+
+/// The command stopped on an error. An error of usage or configuration
+/// comes back as the error (stdout stays empty and `main` prints it),
+/// unless logs are JSON, where it is logged here; any other prints the
+/// short report with `--json`.
+pub(super) fn failed(
+    say: &Say,
+    path: &Path,
+    job: Option<&Job>,
+    e: anyhow::Error,
+) -> anyhow::Result<u8> {
+    // The same test as `main`'s, so stdout and the exit code agree.
+    let code = super::exit_code_for(&e);
+    if code != exit::USAGE {
+        say.stdout(short_report(job, path, &format!("{e:#}"), code));
+    }
+    if say.json_logs {
+        say.error(&format!("{e:#}"));
+        return Ok(code);
+    }
+    Err(e)
 }
 
 async fn read_job(config: &Config, id: JobId) -> Option<Job> {

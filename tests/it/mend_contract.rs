@@ -32,3 +32,45 @@ async fn upload_json_on_a_newer_schema_exits_2_with_stdout_empty() {
     assert!(r.stderr.contains("newer"), "{}", r.stderr);
     assert!(env.report().sessions.is_empty(), "nothing was sent");
 }
+
+/// A state database at this binary's schema whose `jobs` table is gone:
+/// it opens, and the first look-up fails (a local error, exit 4).
+async fn broken_database(env: &Env) {
+    let first = env.path("first.tar");
+    make_tar(&first, 50_000, 2);
+    let r = env.upload(&first, &[]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let db = rusqlite::Connection::open(env.db_path()).unwrap();
+    db.execute_batch("ALTER TABLE jobs RENAME TO jobs_gone;")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_json_on_a_local_error_prints_the_short_report() {
+    let env = Env::start(quick()).await;
+    broken_database(&env).await;
+    let file = env.path("m.tar");
+    make_tar(&file, 100_000, 1);
+
+    let r = env.upload(&file, &["--dry-run", "--json"]).await;
+    assert_eq!(r.code, 4, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim())
+        .unwrap_or_else(|e| panic!("one JSON object on stdout: {e}: {}", r.stdout));
+    assert_eq!(v["exit_code"], 4, "{v}");
+    assert_eq!(v["path"], file.to_str().unwrap(), "{v}");
+    assert!(v["job_id"].is_null() && v["state"].is_null(), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("jobs"), "{v}");
+    assert_eq!(r.stdout.trim().lines().count(), 1, "{}", r.stdout);
+
+    // With JSON logs, stderr holds nothing but JSON.
+    let mut cmd = env.upload_cmd(&file, &["--dry-run", "--json"]);
+    cmd.env("MODELFERRY__TELEMETRY__LOG_FORMAT", "json");
+    let r = run(cmd).await;
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(!r.stderr.trim().is_empty(), "the error is logged");
+    for line in r.stderr.lines() {
+        let e: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {line}"));
+        assert!(e.is_object(), "{line}");
+    }
+}
