@@ -74,3 +74,20 @@ async fn dry_run_json_on_a_local_error_prints_the_short_report() {
         assert!(e.is_object(), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_in_fleet_mode_names_the_fleet_database() {
+    let Some(cluster) = modelferry::pg_cluster::Cluster::start("status_names_fleet_db") else {
+        return;
+    };
+    let env = Env::start(quick()).await;
+    let password_file = cluster.password_file(env.dir.path());
+    let cfg = env.config.to_str().unwrap().to_string();
+    let mut cmd = env.command(&["status", "-c", &cfg]);
+    cmd.env("MODELFERRY__STATE__URL", cluster.database().as_str())
+        .env("MODELFERRY__STATE__PASSWORD_FILE", &password_file);
+    let r = run(cmd).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.starts_with("no matching jobs in "), "{}", r.stdout);
+    assert!(!r.stdout.contains("modelferry.db"), "{}", r.stdout);
+}
