@@ -13,12 +13,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::Config;
 use crate::escaped::Escaped;
 use crate::exit;
 use crate::filing::{ErrorReceipt, SuccessReceipt};
 use crate::job::{Job, JobId};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::telemetry;
 use crate::upload::Outcome;
 
@@ -94,30 +93,24 @@ fn with_path(receipt: impl serde::Serialize, path: &Path) -> Value {
 
 /// Prints what the ending calls for and returns the exit code; an error
 /// ends as [`failed`] says.
+/// `held`: the store the command used and its job, once admitted.
 pub async fn finish(
-    config: &Config,
     say: &Say,
     path: &Path,
-    job_id: Option<JobId>,
+    held: Option<(&Store, JobId)>,
     ended: anyhow::Result<Ending>,
     note: Option<String>,
 ) -> anyhow::Result<u8> {
     let shown = Escaped::path(path);
-    let ended = match ended {
-        Ok(ended) => ended,
-        Err(e) => {
-            let job = match job_id {
-                Some(id) => read_job(config, id).await,
-                None => None,
-            };
-            return failed(say, path, job.as_ref(), e);
-        }
-    };
-    let job = match job_id {
-        Some(id) => read_job(config, id).await,
+    let job = match held {
+        Some((store, id)) => read_job(say, path, store, id).await,
         None => None,
     };
-    let id = job_id.map_or("-".to_string(), |i| i.to_string());
+    let ended = match ended {
+        Ok(ended) => ended,
+        Err(e) => return failed(say, path, job.as_ref(), e),
+    };
+    let id = held.map_or("-".to_string(), |(_, i)| i.to_string());
     let code = match ended {
         Ending::AlreadyImported | Ending::Ran(Outcome::Succeeded { .. }) => {
             let Some(job) = job else {
@@ -252,7 +245,18 @@ pub(super) fn failed(
     Err(e)
 }
 
-async fn read_job(config: &Config, id: JobId) -> Option<Job> {
-    let store = Store::from_config(config).await.ok()?;
-    store.job(id).await.ok()
+/// The job as the store has it now: `None` when it is gone (pruned
+/// meanwhile) or cannot be read, which is said on stderr.
+async fn read_job(say: &Say, path: &Path, store: &Store, id: JobId) -> Option<Job> {
+    match store.job(id).await {
+        Ok(job) => Some(job),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => {
+            say.error(&format!(
+                "{}: cannot read job {id} back from the state database: {e}",
+                Escaped::path(path)
+            ));
+            None
+        }
+    }
 }
