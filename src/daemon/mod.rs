@@ -103,7 +103,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         adopter: fleet::Adopter::new(&store, config.fleet.lease),
         queue: Queue::new(config.upload.parallel_files),
         workers: Workers::default(),
-        gate: AuthGate::new(config.upload.retry_max, metrics.api_key_rejected.clone()),
+        gate: AuthGate::new(config.upload.retry_max),
         filer: Filer::new(
             store.clone(),
             config.watch.clone(),
