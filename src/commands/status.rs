@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::escaped::Escaped;
 use crate::exit;
 use crate::job::Job;
+use crate::shown::{rate_limit, rfc3339};
 use crate::store::{JobQuery, Store};
 
 /// One job as `status --json` prints it.
@@ -80,20 +81,6 @@ pub struct JobView {
     pub instance: Option<Option<String>>,
 }
 
-/// `upload.max_rate` as `status` shows it: `"40.00 MiB/s"` or `"none"`.
-pub fn rate_limit(rate: u64) -> String {
-    if rate == 0 {
-        "none".into()
-    } else {
-        format!("{}/s", HumanBytes(rate))
-    }
-}
-
-/// `t` as RFC 3339 UTC with milliseconds, as `status` shows times.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 impl JobView {
     /// The job as `status` shows it; `fleet`: the store is the fleet's
     /// (every job then has an `instance`, `null` until one holds it).
@@ -114,7 +101,7 @@ impl JobView {
             bytes_total: j.size(),
             session_id: j.session.as_ref().map(|s| s.session_id.clone()),
             session_expires_at: j.session.as_ref().and_then(|s| s.expires_at).map(rfc3339),
-            model_id: j.model_id.clone().filter(|m| !m.is_empty()),
+            model_id: j.model_id().map(str::to_string),
             dock_status_id: j.dock_status_id.clone(),
             sha256: j.sha256.clone(),
             error: j.error.clone(),

@@ -49,8 +49,9 @@ pub async fn run(
         json_out: args.json,
     };
 
-    let (path, identity) = match look_at(&args.path) {
-        Ok(found) => found,
+    let checked = look_at(&args.path).and_then(|found| Ok((found, file_context(&args.context)?)));
+    let ((path, identity), context) = match checked {
+        Ok(checked) => checked,
         // Usage: stdout stays empty, `main` prints the message (exit 2).
         Err(e) => {
             init_logs(&config, &args, None, show_progress);
@@ -61,10 +62,6 @@ pub async fn run(
     if args.dry_run {
         // Nothing is sent and nothing written: the checked plan is the answer.
         init_logs(&config, &args, None, false);
-        let context = args.context.trim().to_string();
-        if context.is_empty() {
-            return Err(UsageError("--context must not be empty".into()).into());
-        }
         let req = super::dry_run::Request {
             path: &path,
             identity,
@@ -103,6 +100,7 @@ pub async fn run(
         &config,
         &path,
         identity,
+        context,
         tx.clone(),
         known.clone(),
         &say,
@@ -158,6 +156,15 @@ fn init_logs(
     telemetry::init(config.telemetry.log_format, &level, writer);
 }
 
+/// `--context` as the platform gets it: trimmed, not empty.
+fn file_context(given: &str) -> Result<String, UsageError> {
+    let context = given.trim();
+    if context.is_empty() {
+        return Err(UsageError("--context must not be empty".into()));
+    }
+    Ok(context.to_string())
+}
+
 /// The file to import, checked: absolute, UTF-8, a regular file, no link.
 fn look_at(given: &Path) -> Result<(PathBuf, FileIdentity), UsageError> {
     let path = std::path::absolute(given)
@@ -196,15 +203,12 @@ async fn drive(
     config: &Config,
     path: &Path,
     identity: FileIdentity,
+    file_context: String,
     tx: Arc<watch::Sender<JobProgress>>,
     known: Arc<Mutex<Known>>,
     say: &Say,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Ending> {
-    let context = args.context.trim().to_string();
-    if context.is_empty() {
-        return Err(UsageError("--context must not be empty".into()).into());
-    }
     let (platform, emulator) = platform_setup(config).await?;
     let store = Store::from_config(config).await?;
     known.lock().unwrap_or_else(|p| p.into_inner()).store = Some(store.clone());
@@ -212,7 +216,7 @@ async fn drive(
     let file = NewJob {
         path: path.to_path_buf(),
         identity,
-        file_context: context,
+        file_context,
         is_adapter: args.adapter,
         chunk_size: config.upload.chunk_size,
         watch_dir: None,

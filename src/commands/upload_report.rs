@@ -135,7 +135,7 @@ pub async fn finish(
             if say.json_out {
                 say.stdout(with_path(SuccessReceipt::of(&job), path));
             } else {
-                println!("{}", job.model_id.as_deref().unwrap_or_default());
+                println!("{}", job.model_id().unwrap_or_default());
             }
             exit::SUCCESS
         }

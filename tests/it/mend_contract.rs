@@ -91,3 +91,52 @@ async fn status_in_fleet_mode_names_the_fleet_database() {
     assert!(r.stdout.starts_with("no matching jobs in "), "{}", r.stdout);
     assert!(!r.stdout.contains("modelferry.db"), "{}", r.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_context_is_a_usage_error_with_or_without_dry_run() {
+    let env = Env::start(quick()).await;
+    let file = env.path("m.tar");
+    make_tar(&file, 50_000, 3);
+    for more in [&["--json"][..], &["--dry-run", "--json"][..]] {
+        let mut args = vec!["--context", "  "];
+        args.extend_from_slice(more);
+        let r = env.upload(&file, &args).await;
+        assert_eq!(r.code, 2, "{more:?}: {}", r.all());
+        assert_eq!(r.stdout, "", "{more:?}");
+        assert!(
+            r.stderr.contains("--context must not be empty"),
+            "{}",
+            r.stderr
+        );
+        // With JSON logs, the usage error is a log event too.
+        let mut cmd = env.upload_cmd(&file, &args);
+        cmd.env("MODELFERRY__TELEMETRY__LOG_FORMAT", "json");
+        let r = run(cmd).await;
+        assert_eq!(r.code, 2, "{more:?}: {}", r.all());
+        assert_eq!(r.stdout, "", "{more:?}");
+        for line in r.stderr.lines() {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                "{more:?}: stderr line is not JSON: {line}"
+            );
+        }
+    }
+    assert!(env.report().sessions.is_empty(), "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_no_limit_without_a_max_rate() {
+    let env = Env::start(quick()).await;
+    let file = env.path("m.tar");
+    make_tar(&file, 50_000, 4);
+    assert_eq!(env.upload(&file, &["--quiet"]).await.code, 0);
+    let cfg = env.config.to_str().unwrap().to_string();
+    let r = run(env.command(&["status", "-c", &cfg])).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("upload rate limit (upload.max_rate): no limit\n"),
+        "{}",
+        r.stdout
+    );
+}
