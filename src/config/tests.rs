@@ -360,8 +360,12 @@ fn fleet_mode_takes_a_url_without_a_password() {
         m.contains("state.url") && m.contains("postgresql://"),
         "{m}"
     );
-    let m = message("[fleet]\ninstance = \"a\"\n");
-    assert!(m.contains("[fleet] applies only with state.url"), "{m}");
+    // The section is what is misplaced, whichever keys it has.
+    for fleet in ["instance = \"a\"", "lease = \"10s\""] {
+        let m = message(&format!("[fleet]\n{fleet}\n"));
+        assert!(m.contains("[fleet]: applies only with state.url"), "{m}");
+        assert!(!m.contains("fleet.instance"), "{m}");
+    }
     let m = message("[state]\nurl = \"postgresql://m@h/f\"\n[fleet]\nlease = \"100ms\"\n");
     assert!(
         m.contains("fleet.lease") && m.contains("at least 1s"),

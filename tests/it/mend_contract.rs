@@ -140,3 +140,19 @@ async fn status_says_no_limit_without_a_max_rate() {
         r.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_tries_the_fleet_database_even_with_other_problems() {
+    let env = Env::start(quick()).await;
+    let cfg = env.config.to_str().unwrap().to_string();
+    let mut cmd = env.command(&["check", "-c", &cfg]);
+    // Another problem, and a database nothing listens for.
+    cmd.env("MODELFERRY__UPLOAD__PARALLEL_CHUNKS", "four").env(
+        "MODELFERRY__STATE__URL",
+        "postgresql://modelferry@127.0.0.1:1/fleet",
+    );
+    let r = run(cmd).await;
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("upload.parallel_chunks"), "{}", r.stderr);
+    assert!(r.stderr.contains("database:"), "{}", r.stderr);
+}
