@@ -14,7 +14,7 @@
 //! - [`upload`]: the engine that carries a job from start to final answer.
 //! - [`progress`]: progress bar and lines; [`telemetry`]: logging;
 //!   [`metrics`]: Prometheus metrics; [`escaped`]: file names and paths as
-//!   shown in logs and messages.
+//!   shown in logs and messages; [`shown`]: times and rates as shown.
 //! - [`daemon`]: the drop-folder daemon; [`watch`]: drop folders;
 //!   [`filing`]: receipts and moves; [`systemd`]: sd_notify.
 //! - [`emulator`]: a local emulator of the platform, for tests and demos (the
@@ -35,6 +35,7 @@ pub mod platform;
 pub mod preflight;
 pub mod progress;
 pub mod secret;
+pub mod shown;
 pub mod source;
 pub mod store;
 pub mod systemd;

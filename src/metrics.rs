@@ -4,7 +4,8 @@
 //! atomics, always on); every series it knows of is present from the start
 //! (counters at 0), so rates and alerts work before the first event.
 //! [`PlatformStats`] is what the platform client saw (call durations,
-//! whether the platform answers and accepts the key). [`serve`] exposes
+//! whether the platform answers and accepts the key, the
+//! `modelferry_api_key_rejected` gauge). [`serve`] exposes
 //! both on `telemetry.metrics_listen` when that is set.
 
 use std::net::SocketAddr;
@@ -119,8 +120,6 @@ pub struct Metrics {
     /// `modelferry_import_duration_seconds`: from the first session start to
     /// SUCCESS.
     pub import_duration: Histogram,
-    /// `modelferry_api_key_rejected`: 1 while the platform rejects the API key.
-    pub api_key_rejected: Gauge,
     /// Shared with the platform client (`PlatformClient::with_stats`).
     pub platform: Arc<PlatformStats>,
     /// `upload.max_rate` in force (0: no limit).
@@ -192,12 +191,6 @@ impl Metrics {
             "From the first session start to SUCCESS",
             import_duration.clone(),
         );
-        let api_key_rejected = Gauge::default();
-        registry.register(
-            "api_key_rejected",
-            "1 while the platform rejects the API key",
-            api_key_rejected.clone(),
-        );
         let max_rate = Gauge::default();
         registry.register(
             "upload_max_rate_bytes_per_second",
@@ -210,6 +203,12 @@ impl Metrics {
             "Platform calls, by call, from sending the request to the end of the answer",
             platform.request_duration(),
         );
+        // What the platform client last saw, as /readyz tells it.
+        registry.register(
+            "api_key_rejected",
+            "1 while the platform rejects the API key",
+            platform.key_rejected(),
+        );
         let m = Metrics {
             registry,
             max_rate,
@@ -220,7 +219,6 @@ impl Metrics {
             imports,
             last_success,
             import_duration,
-            api_key_rejected,
             platform,
         };
         m.set_live_jobs([]);

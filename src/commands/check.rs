@@ -44,19 +44,25 @@ pub async fn run(file: &Path, online: bool) -> anyhow::Result<u8> {
     } else {
         exit::USAGE
     };
-    // Fleet mode: the shared database, reached, and its schema version.
-    if let (true, Some(config)) = (problems.is_empty(), &config) {
-        if config.state.url.is_some() {
-            code = check_database(config).await;
-        }
+    // Fleet mode: the shared database, reached, and its schema version;
+    // tried whenever state.url is usable, so its problem is among the rest.
+    if let Some(config) = config.as_ref().filter(|c| c.state.url.is_some()) {
+        code = merged(code, check_database(config).await);
     }
     if let (true, Some(config)) = (online, &config) {
-        let online_code = check_online(config).await;
-        if code == exit::SUCCESS {
-            code = online_code;
-        }
+        code = merged(code, check_online(config).await);
     }
     Ok(code)
+}
+
+/// The first problem's exit code stands; a later check only fills in one
+/// that was success.
+fn merged(code: u8, next: u8) -> u8 {
+    if code == exit::SUCCESS {
+        next
+    } else {
+        code
+    }
 }
 
 /// Connects to the fleet's database (migrating it, as `run` would) and

@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::upload_report::{failed, short_report, Say};
 use crate::config::Config;
 use crate::escaped::Escaped;
 use crate::exit;
@@ -96,33 +97,44 @@ pub struct Request<'a> {
     pub is_adapter: bool,
     /// `--force`: plan to import again even a file already imported.
     pub force: bool,
-    /// `--json`: print the plan as JSON.
-    pub json: bool,
 }
 
-/// Runs `modelferry upload --dry-run`, returning the exit status.
-pub async fn run(
+/// Runs `modelferry upload --dry-run`, returning the exit status. It ends
+/// as `upload` does (see [`upload_report`](super::upload_report)): on an
+/// error or an interruption `--json` prints the short report, and with JSON
+/// logs stderr holds nothing but log events.
+pub(super) async fn run(
     req: Request<'_>,
     config: &Config,
+    say: &Say,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<u8> {
     let cancel = CancellationToken::new();
     tokio::pin!(shutdown);
     let work = plan(&req, config, &cancel);
     tokio::pin!(work);
-    let plan = tokio::select! {
-        p = &mut work => p?,
+    let planned = tokio::select! {
+        p = &mut work => p,
         _ = &mut shutdown => {
             cancel.cancel();
-            eprintln!("{}: dry run interrupted", Escaped::path(req.path));
-            return Ok(exit::INTERRUPTED);
+            Ok(None)
         }
     };
-    let Some(plan) = plan else {
-        eprintln!("{}: dry run interrupted", Escaped::path(req.path));
-        return Ok(exit::INTERRUPTED);
+    let plan = match planned {
+        Ok(Some(plan)) => plan,
+        Ok(None) => {
+            say.error(&format!("{}: dry run interrupted", Escaped::path(req.path)));
+            say.stdout(short_report(
+                None,
+                req.path,
+                "interrupted",
+                exit::INTERRUPTED,
+            ));
+            return Ok(exit::INTERRUPTED);
+        }
+        Err(e) => return failed(say, req.path, None, e),
     };
-    if req.json {
+    if say.json_out {
         println!("{}", serde_json::to_string(&plan)?);
     } else {
         print_text(&plan);

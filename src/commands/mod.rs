@@ -51,26 +51,10 @@ pub async fn dispatch(
             let config = Config::load(&args.config.config)?;
             upload::run(args, config, shutdown).await
         }
-        Command::Status(args) => {
-            let config = Config::load(&args.config.config)?;
-            telemetry::init(config.telemetry.log_format, "warn", StderrWriter::default());
-            status::run(&config, &args).await
-        }
-        Command::Retry(args) => {
-            let config = Config::load(&args.config.config)?;
-            telemetry::init(config.telemetry.log_format, "warn", StderrWriter::default());
-            retry::run(&config, &args.ids).await
-        }
-        Command::Cancel(args) => {
-            let config = Config::load(&args.config.config)?;
-            telemetry::init(config.telemetry.log_format, "warn", StderrWriter::default());
-            cancel::run(&config, &args.ids).await
-        }
-        Command::Prune(args) => {
-            let config = Config::load(&args.config.config)?;
-            telemetry::init(config.telemetry.log_format, "warn", StderrWriter::default());
-            prune::run(&config, &args).await
-        }
+        Command::Status(args) => status::run(&quiet_config(&args.config.config)?, &args).await,
+        Command::Retry(args) => retry::run(&quiet_config(&args.config.config)?, &args.ids).await,
+        Command::Cancel(args) => cancel::run(&quiet_config(&args.config.config)?, &args.ids).await,
+        Command::Prune(args) => prune::run(&quiet_config(&args.config.config)?, &args).await,
         Command::Check(args) => {
             telemetry::init(
                 crate::config::LogFormat::Text,
@@ -89,7 +73,7 @@ pub async fn dispatch(
         }
         Command::Run(args) => {
             // Every problem `run` would meet, in one report (exit 2).
-            let config = Config::load_for_run(&args.config.config, &Default::default())?;
+            let config = Config::load_for_run(&args.config.config)?;
             telemetry::init(
                 config.telemetry.log_format,
                 &config.telemetry.log_level,
@@ -99,6 +83,14 @@ pub async fn dispatch(
             Ok(exit::SUCCESS)
         }
     }
+}
+
+/// The configuration for a command that reports on the store: logs in the
+/// configured format, warnings and errors only (its output is its answer).
+fn quiet_config(file: &std::path::Path) -> Result<Config, ConfigError> {
+    let config = Config::load(file)?;
+    telemetry::init(config.telemetry.log_format, "warn", StderrWriter::default());
+    Ok(config)
 }
 
 /// The exit code for an error that reached `main`.

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::escaped::Escaped;
 use crate::exit;
 use crate::job::Job;
+use crate::shown::{rate_limit, rfc3339};
 use crate::store::{JobQuery, Store};
 
 /// One job as `status --json` prints it.
@@ -74,27 +75,16 @@ pub struct JobView {
     pub filing_error: Option<String>,
     /// A duplicate (dedupe): the job that imported the same bytes.
     pub duplicate_of: Option<i64>,
-    /// Fleet mode: the instance holding the job (or that held it last).
+    /// Fleet mode: `Some`, holding the instance that holds the job (or
+    /// held it last), `null` for a job never held. Left out with SQLite.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
+    pub instance: Option<Option<String>>,
 }
 
-/// `upload.max_rate` as `status` shows it: `"40.00 MiB/s"` or `"none"`.
-pub fn rate_limit(rate: u64) -> String {
-    if rate == 0 {
-        "none".into()
-    } else {
-        format!("{}/s", HumanBytes(rate))
-    }
-}
-
-/// `t` as RFC 3339 UTC with milliseconds, as `status` shows times.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-impl From<&Job> for JobView {
-    fn from(j: &Job) -> Self {
+impl JobView {
+    /// The job as `status` shows it; `fleet`: the store is the fleet's
+    /// (every job then has an `instance`, `null` until one holds it).
+    pub fn of(j: &Job, fleet: bool) -> Self {
         let done = j.state == crate::job::JobState::Succeeded
             || matches!(
                 j.state,
@@ -111,7 +101,7 @@ impl From<&Job> for JobView {
             bytes_total: j.size(),
             session_id: j.session.as_ref().map(|s| s.session_id.clone()),
             session_expires_at: j.session.as_ref().and_then(|s| s.expires_at).map(rfc3339),
-            model_id: j.model_id.clone().filter(|m| !m.is_empty()),
+            model_id: j.model_id().map(str::to_string),
             dock_status_id: j.dock_status_id.clone(),
             sha256: j.sha256.clone(),
             error: j.error.clone(),
@@ -134,7 +124,7 @@ impl From<&Job> for JobView {
                 .map(|d| d.display().to_string()),
             filing_error: j.filing_error.clone(),
             duplicate_of: j.duplicate_of,
-            instance: j.instance.clone(),
+            instance: fleet.then(|| j.instance.clone()),
         }
     }
 }
@@ -194,7 +184,8 @@ pub async fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
         exit::USAGE
     };
     let json = args.json;
-    let views: Vec<JobView> = jobs.iter().map(JobView::from).collect();
+    let fleet = store.as_ref().is_some_and(|s| s.instance().is_some());
+    let views: Vec<JobView> = jobs.iter().map(|j| JobView::of(j, fleet)).collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(code);
@@ -203,8 +194,9 @@ pub async fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
         println!("no jobs yet: {} does not exist", Escaped::path(&db));
         return Ok(code);
     }
-    if views.is_empty() {
-        println!("no matching jobs in {}", Escaped::path(&db));
+    if let (true, Some(store)) = (views.is_empty(), &store) {
+        // The store's own name: the fleet's database, or the SQLite file.
+        println!("no matching jobs in {}", Escaped::path(store.path()));
         return Ok(code);
     }
     let mut counts: Vec<String> = Vec::new();
@@ -240,7 +232,7 @@ pub async fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
         if let Some(ds) = &v.dock_status_id {
             println!("{:>7}dock status: {}", "", Escaped::str(ds));
         }
-        if let Some(i) = &v.instance {
+        if let Some(Some(i)) = &v.instance {
             println!("{:>7}instance: {}", "", Escaped::str(i));
         }
         if let Some(e) = &v.filing_error {
@@ -256,4 +248,48 @@ pub async fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::job::NewJob;
+    use crate::source::FileIdentity;
+    use crate::store::SqliteStore;
+
+    /// A job as the store makes it: queued, never held.
+    fn queued_job() -> Job {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let new = NewJob {
+            path: PathBuf::from("/drop/m.tar"),
+            identity: FileIdentity {
+                dev: 1,
+                ino: 2,
+                size: 1,
+                mtime_ns: 3,
+            },
+            file_context: "model".into(),
+            is_adapter: false,
+            chunk_size: 1,
+            watch_dir: Some(PathBuf::from("/drop")),
+        };
+        let id = store.admit(&new).unwrap();
+        store.job(id).unwrap()
+    }
+
+    #[test]
+    fn fleet_jobs_always_carry_an_instance_and_sqlite_ones_never() {
+        let mut job = queued_job();
+        assert_eq!(job.instance, None);
+        let fleet = serde_json::to_value(JobView::of(&job, true)).unwrap();
+        assert_eq!(fleet.get("instance"), Some(&serde_json::Value::Null));
+        let sqlite = serde_json::to_value(JobView::of(&job, false)).unwrap();
+        assert_eq!(sqlite.get("instance"), None, "{sqlite}");
+        job.instance = Some("host-a".into());
+        let held = serde_json::to_value(JobView::of(&job, true)).unwrap();
+        assert_eq!(held["instance"], "host-a");
+    }
 }

@@ -49,32 +49,27 @@ pub async fn run(
         json_out: args.json,
     };
 
-    let (path, identity) = match look_at(&args.path) {
-        Ok(found) => found,
+    let checked = look_at(&args.path).and_then(|found| Ok((found, file_context(&args.context)?)));
+    let ((path, identity), context) = match checked {
+        Ok(checked) => checked,
         // Usage: stdout stays empty, `main` prints the message (exit 2).
         Err(e) => {
             init_logs(&config, &args, None, show_progress);
             let e = anyhow::Error::from(e);
-            return super::upload_report::finish(&config, &say, &args.path, None, Err(e), None)
-                .await;
+            return super::upload_report::finish(&say, &args.path, None, Err(e), None).await;
         }
     };
     if args.dry_run {
         // Nothing is sent and nothing written: the checked plan is the answer.
         init_logs(&config, &args, None, false);
-        let context = args.context.trim().to_string();
-        if context.is_empty() {
-            return Err(UsageError("--context must not be empty".into()).into());
-        }
         let req = super::dry_run::Request {
             path: &path,
             identity,
             file_context: context,
             is_adapter: args.adapter,
             force: args.force,
-            json: args.json,
         };
-        return super::dry_run::run(req, &config, shutdown).await;
+        return super::dry_run::run(req, &config, &say, shutdown).await;
     }
     let name = path
         .file_name()
@@ -98,13 +93,14 @@ pub async fn run(
     let (tx, rx) = watch::channel(JobProgress::queued(identity.size));
     let tx = Arc::new(tx);
     let follower = display.map(|d| tokio::spawn(progress::follow(rx, name, d, LINE_EVERY)));
-    let known = Arc::new(Mutex::new(None::<JobId>));
+    let known = Arc::new(Mutex::new(Known::default()));
 
     let work = drive(
         &args,
         &config,
         &path,
         identity,
+        context,
         tx.clone(),
         known.clone(),
         &say,
@@ -124,8 +120,20 @@ pub async fn run(
     if let Some(f) = follower {
         let _ = tokio::time::timeout(Duration::from_secs(1), f).await;
     }
-    let job_id = *known.lock().unwrap_or_else(|p| p.into_inner());
-    super::upload_report::finish(&config, &say, &path, job_id, ended, note).await
+    let known = std::mem::take(&mut *known.lock().unwrap_or_else(|p| p.into_inner()));
+    let held = known.store.zip(known.job_id);
+    let held = held.as_ref().map(|(store, id)| (store, *id));
+    super::upload_report::finish(&say, &path, held, ended, note).await
+}
+
+/// What `drive` has in hand, kept outside it so that a timeout (which
+/// drops `drive`) can still name the job and read it back.
+#[derive(Default)]
+struct Known {
+    /// The store the job is in, once open.
+    store: Option<Store>,
+    /// The job, once admitted.
+    job_id: Option<JobId>,
 }
 
 /// Sets up logging: `--quiet` keeps warnings and errors only, and while
@@ -146,6 +154,15 @@ fn init_logs(
     };
     let writer = bar.map(StderrWriter::around).unwrap_or_default();
     telemetry::init(config.telemetry.log_format, &level, writer);
+}
+
+/// `--context` as the platform gets it: trimmed, not empty.
+fn file_context(given: &str) -> Result<String, UsageError> {
+    let context = given.trim();
+    if context.is_empty() {
+        return Err(UsageError("--context must not be empty".into()));
+    }
+    Ok(context.to_string())
 }
 
 /// The file to import, checked: absolute, UTF-8, a regular file, no link.
@@ -177,30 +194,29 @@ fn look_at(given: &Path) -> Result<(PathBuf, FileIdentity), UsageError> {
     Ok((path, FileIdentity::of(&meta)))
 }
 
-/// Admits the file and runs its job to an ending. The job's id goes into
-/// `known` as soon as there is one, so a timeout can still name it.
+/// Admits the file and runs its job to an ending. The store and the job's
+/// id go into `known` as soon as there are, so the ending (a timeout
+/// included) reads the job from this store, not a second one.
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     args: &UploadArgs,
     config: &Config,
     path: &Path,
     identity: FileIdentity,
+    file_context: String,
     tx: Arc<watch::Sender<JobProgress>>,
-    known: Arc<Mutex<Option<JobId>>>,
+    known: Arc<Mutex<Known>>,
     say: &Say,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Ending> {
-    let context = args.context.trim().to_string();
-    if context.is_empty() {
-        return Err(UsageError("--context must not be empty".into()).into());
-    }
     let (platform, emulator) = platform_setup(config).await?;
     let store = Store::from_config(config).await?;
+    known.lock().unwrap_or_else(|p| p.into_inner()).store = Some(store.clone());
 
     let file = NewJob {
         path: path.to_path_buf(),
         identity,
-        file_context: context,
+        file_context,
         is_adapter: args.adapter,
         chunk_size: config.upload.chunk_size,
         watch_dir: None,
@@ -215,7 +231,7 @@ async fn drive(
     };
     let job_id = match admit(&store, file, policy).await? {
         Admission::Settled(job) => {
-            *known.lock().unwrap_or_else(|p| p.into_inner()) = Some(job.id);
+            known.lock().unwrap_or_else(|p| p.into_inner()).job_id = Some(job.id);
             return Ok(Ending::AlreadyImported);
         }
         Admission::Resume(job) => {
@@ -231,7 +247,7 @@ async fn drive(
         }
         Admission::New { job, .. } => job.id,
     };
-    *known.lock().unwrap_or_else(|p| p.into_inner()) = Some(job_id);
+    known.lock().unwrap_or_else(|p| p.into_inner()).job_id = Some(job_id);
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let mut settings = config.upload.clone();

@@ -13,13 +13,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::UsageError;
-use crate::config::{Config, ConfigError};
 use crate::escaped::Escaped;
 use crate::exit;
 use crate::filing::{ErrorReceipt, SuccessReceipt};
 use crate::job::{Job, JobId};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::telemetry;
 use crate::upload::Outcome;
 
@@ -65,7 +63,8 @@ impl Say {
         }
     }
 
-    fn stdout(&self, value: Value) {
+    /// `value` on stdout, with `--json`.
+    pub(super) fn stdout(&self, value: Value) {
         if self.json_out {
             println!("{value}");
         }
@@ -73,7 +72,7 @@ impl Say {
 }
 
 /// The object printed on exits 3, 4, 5, 6 and 130.
-fn short_report(job: Option<&Job>, path: &Path, error: &str, code: u8) -> Value {
+pub(super) fn short_report(job: Option<&Job>, path: &Path, error: &str, code: u8) -> Value {
     json!({
         "job_id": job.map(|j| j.id),
         "path": path.display().to_string(),
@@ -92,49 +91,26 @@ fn with_path(receipt: impl serde::Serialize, path: &Path) -> Value {
     v
 }
 
-/// Prints what the ending calls for and returns the exit code. An error of
-/// usage or configuration comes back as the error (stdout stays empty and
-/// `main` prints it), unless logs are JSON, where it is logged here.
+/// Prints what the ending calls for and returns the exit code; an error
+/// ends as [`failed`] says.
+/// `held`: the store the command used and its job, once admitted.
 pub async fn finish(
-    config: &Config,
     say: &Say,
     path: &Path,
-    job_id: Option<JobId>,
+    held: Option<(&Store, JobId)>,
     ended: anyhow::Result<Ending>,
     note: Option<String>,
 ) -> anyhow::Result<u8> {
     let shown = Escaped::path(path);
-    let ended = match ended {
-        Ok(ended) => ended,
-        Err(e) => {
-            let usage = e.chain().any(|c| {
-                c.downcast_ref::<UsageError>().is_some()
-                    || c.downcast_ref::<ConfigError>().is_some()
-            });
-            let code = if usage {
-                exit::USAGE
-            } else {
-                exit::LOCAL_ERROR
-            };
-            if !usage {
-                let job = match job_id {
-                    Some(id) => read_job(config, id).await,
-                    None => None,
-                };
-                say.stdout(short_report(job.as_ref(), path, &format!("{e:#}"), code));
-            }
-            if say.json_logs {
-                say.error(&format!("{e:#}"));
-                return Ok(code);
-            }
-            return Err(e);
-        }
-    };
-    let job = match job_id {
-        Some(id) => read_job(config, id).await,
+    let job = match held {
+        Some((store, id)) => read_job(say, path, store, id).await,
         None => None,
     };
-    let id = job_id.map_or("-".to_string(), |i| i.to_string());
+    let ended = match ended {
+        Ok(ended) => ended,
+        Err(e) => return failed(say, path, job.as_ref(), e),
+    };
+    let id = held.map_or("-".to_string(), |(_, i)| i.to_string());
     let code = match ended {
         Ending::AlreadyImported | Ending::Ran(Outcome::Succeeded { .. }) => {
             let Some(job) = job else {
@@ -159,7 +135,7 @@ pub async fn finish(
             if say.json_out {
                 say.stdout(with_path(SuccessReceipt::of(&job), path));
             } else {
-                println!("{}", job.model_id.as_deref().unwrap_or_default());
+                println!("{}", job.model_id().unwrap_or_default());
             }
             exit::SUCCESS
         }
@@ -247,7 +223,40 @@ pub async fn finish(
     Ok(code)
 }
 
-async fn read_job(config: &Config, id: JobId) -> Option<Job> {
-    let store = Store::from_config(config).await.ok()?;
-    store.job(id).await.ok()
+/// The command stopped on an error. An error of usage or configuration
+/// comes back as the error (stdout stays empty and `main` prints it),
+/// unless logs are JSON, where it is logged here; any other prints the
+/// short report with `--json`.
+pub(super) fn failed(
+    say: &Say,
+    path: &Path,
+    job: Option<&Job>,
+    e: anyhow::Error,
+) -> anyhow::Result<u8> {
+    // The same test as `main`'s, so stdout and the exit code agree.
+    let code = super::exit_code_for(&e);
+    if code != exit::USAGE {
+        say.stdout(short_report(job, path, &format!("{e:#}"), code));
+    }
+    if say.json_logs {
+        say.error(&format!("{e:#}"));
+        return Ok(code);
+    }
+    Err(e)
+}
+
+/// The job as the store has it now: `None` when it is gone (pruned
+/// meanwhile) or cannot be read, which is said on stderr.
+async fn read_job(say: &Say, path: &Path, store: &Store, id: JobId) -> Option<Job> {
+    match store.job(id).await {
+        Ok(job) => Some(job),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => {
+            say.error(&format!(
+                "{}: cannot read job {id} back from the state database: {e}",
+                Escaped::path(path)
+            ));
+            None
+        }
+    }
 }

@@ -5,14 +5,14 @@
 use std::io::ErrorKind;
 use std::path::Path;
 
-use super::{folders, read, Config, Overrides};
+use super::{folders, read, Config};
 
 impl Config {
     /// Reads `path` as `run` would and looks at everything `run` needs.
     /// Returns the configuration when it could be read at all, and every
     /// problem found (empty: `run` would start).
     pub fn check(path: &Path) -> (Option<Config>, Vec<String>) {
-        let loaded = match read(path, &Overrides::default(), None) {
+        let loaded = match read(path, None) {
             Ok(loaded) => loaded,
             Err(e) => return (None, vec![e.to_string()]),
         };

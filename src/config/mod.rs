@@ -246,28 +246,17 @@ pub fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
-/// CLI-level overrides, applied after the file and the environment.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    /// Replaces `telemetry.log_format`, whatever the file and environment say.
-    pub log_format: Option<LogFormat>,
-}
-
 impl Config {
     /// Reads `path`, applies `MODELFERRY__SECTION__KEY` overrides, validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Self::load_with(path, &Overrides::default())
+        read(path, None)?.finish(false)
     }
 
-    /// As [`Config::load`], with `overrides` applied last.
-    pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        read(path, overrides, None)?.finish(false)
-    }
-
-    /// As [`Config::load_with`], and also checks what `run` needs (see
-    /// [`Config::validate_for_run`]), reporting every problem together.
-    pub fn load_for_run(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        read(path, overrides, None)?.finish(true)
+    /// As [`Config::load`], and also checks what `run` needs beyond the
+    /// rest: at least one `[[watch]]`, drop folders that exist, and folders
+    /// that do not overlap; every problem reported together.
+    pub fn load_for_run(path: &Path) -> Result<Config, ConfigError> {
+        read(path, None)?.finish(true)
     }
 
     /// The platform's base URL, or the error a command that needs it reports.
@@ -278,17 +267,6 @@ impl Config {
                 vec!["platform.base_url: missing (or set platform.emulate = true)".into()],
             )
         })
-    }
-
-    /// Checks what `run` needs beyond the rest: at least one `[[watch]]`,
-    /// drop folders that exist, and folders that do not overlap.
-    pub fn validate_for_run(&self) -> Result<(), ConfigError> {
-        let problems = folders::run_problems(&self.watch, self.watch.len());
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(invalid(&self.source, problems))
-        }
     }
 
     /// Path of the state database.
@@ -321,11 +299,7 @@ impl Loaded {
 
 /// Reads the file and the environment (`env`, or the process's when `None`)
 /// into a configuration, defaults standing in for bad values.
-fn read(
-    path: &Path,
-    overrides: &Overrides,
-    env: Option<config::Map<String, String>>,
-) -> Result<Loaded, ConfigError> {
+fn read(path: &Path, env: Option<config::Map<String, String>>) -> Result<Loaded, ConfigError> {
     let file = path.to_path_buf();
     if let Err(e) = std::fs::metadata(path) {
         return Err(ConfigError::Unreadable {
@@ -350,10 +324,7 @@ fn read(
         .build()
         .map_err(|e| invalid(&file, vec![clean_config_error(&e)]))?;
     let mut problems = Vec::new();
-    let (mut config, watch_given) = validate::config(built.cache, &file, &mut problems);
-    if let Some(format) = overrides.log_format {
-        config.telemetry.log_format = format;
-    }
+    let (config, watch_given) = validate::config(built.cache, &file, &mut problems);
     Ok(Loaded {
         config,
         problems,

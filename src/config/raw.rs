@@ -66,6 +66,12 @@ impl<'p> Table<'p> {
         format!("{}.{key}", self.name)
     }
 
+    /// Records a problem with the table as a whole (it names the section,
+    /// not one of its keys).
+    pub(super) fn section_problem(&mut self, what: impl std::fmt::Display) {
+        self.problems.push(format!("[{}]: {what}", self.name));
+    }
+
     /// Records a problem with `key`'s value.
     pub(super) fn problem(&mut self, key: &str, what: impl std::fmt::Display) {
         let key = self.key(key);

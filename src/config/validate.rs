@@ -172,7 +172,7 @@ fn check_database_url(url: &url::Url) -> Result<(), String> {
 
 fn fleet(mut t: Table, shared: bool) -> FleetConfig {
     if !shared && !t.is_empty() {
-        t.problem("instance", "[fleet] applies only with state.url");
+        t.section_problem("applies only with state.url (fleet mode)");
     }
     let instance = t.string("instance").map(|s| s.trim().to_string());
     let lease = t.duration("lease", Duration::from_secs(30));

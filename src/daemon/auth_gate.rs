@@ -1,7 +1,9 @@
 //! The pause of all uploads while the platform rejects the API key.
 //!
-//! [`AuthGate`] owns whether the daemon believes its key is rejected, and the
-//! `api_key_rejected` gauge that says so. It promises: a rejection pauses
+//! [`AuthGate`] owns the pause only; whether the key is rejected, as
+//! `/readyz` and the `api_key_rejected` gauge tell it, is what the platform
+//! client last saw ([`PlatformStats`](crate::metrics::PlatformStats)). It
+//! promises: a rejection pauses
 //! every upload (no job starts; files stay in their drop folders) for the
 //! retry period, after which the key is tried again; SIGHUP ([`reload_key`])
 //! re-reads the key and lifts the pause at once; a job that reaches a final
@@ -12,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 use tracing::{error, info};
 
@@ -34,18 +35,15 @@ pub struct AuthGate {
     key_reloaded_at: Option<Instant>,
     /// How long a rejection pauses uploads.
     wait: Duration,
-    rejected: Gauge,
 }
 
 impl AuthGate {
-    /// A gate that pauses for `retry_max` (at least a second) and reports on
-    /// `rejected` (1 while the key is believed rejected).
-    pub fn new(retry_max: Duration, rejected: Gauge) -> Self {
+    /// A gate that pauses for `retry_max` (at least a second).
+    pub fn new(retry_max: Duration) -> Self {
         AuthGate {
             paused_until: None,
             key_reloaded_at: None,
             wait: retry_max.max(Duration::from_secs(1)),
-            rejected,
         }
     }
 
@@ -71,21 +69,18 @@ impl AuthGate {
             );
         }
         self.paused_until = Some(Instant::now() + self.wait);
-        self.rejected.set(1);
         Rejection::Paused
     }
 
     /// A job reached a final answer, so the key was taken.
     pub fn accepted(&mut self) {
         self.paused_until = None;
-        self.rejected.set(0);
     }
 
     /// A new key is in place: uploads resume now.
     pub fn key_reloaded(&mut self) {
         self.paused_until = None;
         self.key_reloaded_at = Some(Instant::now());
-        self.rejected.set(0);
     }
 
     /// Ends a pause whose period is over.
@@ -118,34 +113,30 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
-    fn gate() -> (AuthGate, Gauge) {
-        let gauge = Gauge::default();
-        (AuthGate::new(WAIT, gauge.clone()), gauge)
+    fn gate() -> AuthGate {
+        AuthGate::new(WAIT)
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_rejection_pauses_for_the_retry_period_then_tries_again() {
-        let (mut g, gauge) = gate();
+        let mut g = gate();
         assert!(!g.is_paused());
         let started = Instant::now();
         assert_eq!(g.rejected(Some(started), "401"), Rejection::Paused);
         assert!(g.is_paused());
-        assert_eq!(gauge.get(), 1);
         tokio::time::advance(WAIT - Duration::from_millis(1)).await;
         g.tick(Instant::now());
         assert!(g.is_paused());
         tokio::time::advance(Duration::from_millis(1)).await;
         g.tick(Instant::now());
         assert!(!g.is_paused());
-        // Still believed rejected until a job gets through.
-        assert_eq!(gauge.get(), 1);
         g.accepted();
-        assert_eq!(gauge.get(), 0);
+        assert!(!g.is_paused());
     }
 
     #[tokio::test(start_paused = true)]
     async fn another_rejection_while_paused_extends_the_pause() {
-        let (mut g, _) = gate();
+        let mut g = gate();
         g.rejected(Some(Instant::now()), "401");
         tokio::time::advance(WAIT / 2).await;
         g.rejected(Some(Instant::now()), "401");
@@ -159,22 +150,21 @@ mod tests {
 
     #[test]
     fn the_retry_period_is_at_least_a_second() {
-        let g = AuthGate::new(Duration::from_millis(200), Gauge::default());
+        let g = AuthGate::new(Duration::from_millis(200));
         assert_eq!(g.wait, Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_reloaded_key_lifts_the_pause_at_once() {
-        let (mut g, gauge) = gate();
+        let mut g = gate();
         g.rejected(Some(Instant::now()), "401");
         g.key_reloaded();
         assert!(!g.is_paused());
-        assert_eq!(gauge.get(), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_rejection_of_a_request_made_before_the_reload_does_not_pause() {
-        let (mut g, gauge) = gate();
+        let mut g = gate();
         let before = Instant::now();
         tokio::time::advance(Duration::from_secs(1)).await;
         g.key_reloaded();
@@ -183,7 +173,6 @@ mod tests {
         assert_eq!(g.rejected(Some(Instant::now()), "401"), Rejection::Stale);
         assert_eq!(g.rejected(None, "401"), Rejection::Stale);
         assert!(!g.is_paused());
-        assert_eq!(gauge.get(), 0);
         // A request with the new key that is rejected does pause.
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(g.rejected(Some(Instant::now()), "401"), Rejection::Paused);
@@ -192,16 +181,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn without_a_reload_an_unknown_start_pauses() {
-        let (mut g, _) = gate();
+        let mut g = gate();
         assert_eq!(g.rejected(None, "401"), Rejection::Paused);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_final_answer_lifts_the_pause() {
-        let (mut g, gauge) = gate();
+        let mut g = gate();
         g.rejected(Some(Instant::now()), "401");
         g.accepted();
         assert!(!g.is_paused());
-        assert_eq!(gauge.get(), 0);
     }
 }

@@ -103,7 +103,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         adopter: fleet::Adopter::new(&store, config.fleet.lease),
         queue: Queue::new(config.upload.parallel_files),
         workers: Workers::default(),
-        gate: AuthGate::new(config.upload.retry_max, metrics.api_key_rejected.clone()),
+        gate: AuthGate::new(config.upload.retry_max),
         filer: Filer::new(
             store.clone(),
             config.watch.clone(),
@@ -152,30 +152,26 @@ struct Daemon {
 impl Daemon {
     /// Unfinished jobs go back into the queue; unfinished filings are done.
     async fn recover(&mut self) -> anyhow::Result<()> {
-        // In fleet mode, jobs another instance holds stay with it.
-        let unfinished = self.store.takeable().await?;
-        let mut resumed = 0;
-        for job in &unfinished {
-            if job.watch_dir.is_none() {
-                // A foreground `upload` job: that command resumes it.
-                continue;
-            }
-            if self.filer.watch_for(job).is_none() {
-                if self.adopter.is_none() {
-                    warn!(job_id = job.id, path = %Escaped::path(&job.path), "job's drop folder is no longer configured; leaving it");
-                }
-                continue;
-            }
-            if self.adopter.is_some() {
-                // Another instance's job: taken on only if its file is here.
-                let j = job.clone();
-                if !tokio::task::spawn_blocking(move || fleet::sees_the_file(&j)).await? {
+        let resumed = if self.adopter.is_some() {
+            // Fleet mode: what the adopter takes on (jobs another instance
+            // holds stay with it); its next look is a period away.
+            self.adopt(Instant::now()).await?
+        } else {
+            let mut resumed = 0;
+            for job in &self.store.takeable().await? {
+                if job.watch_dir.is_none() {
+                    // A foreground `upload` job: that command resumes it.
                     continue;
                 }
+                if self.filer.watch_for(job).is_none() {
+                    warn!(job_id = job.id, path = %Escaped::path(&job.path), "job's drop folder is no longer configured; leaving it");
+                    continue;
+                }
+                self.queue.enqueue(job);
+                resumed += 1;
             }
-            self.queue.enqueue(job);
-            resumed += 1;
-        }
+            resumed
+        };
         self.filer.retry_filings(&|_| false).await?;
         self.refresh_gauges().await;
         info!(resumed, "recovery done");
@@ -366,6 +362,23 @@ impl Daemon {
         Ok(())
     }
 
+    /// Fleet mode: queues the jobs the adopter takes on, if it is time to
+    /// look; how many. Jobs in hand already, and jobs of folders (or of a
+    /// foreground `upload`) this instance does not watch, are left.
+    async fn adopt(&mut self, now: Instant) -> Result<usize, StoreError> {
+        let Some(adopter) = &mut self.adopter else {
+            return Ok(0);
+        };
+        let (queue, filer) = (&self.queue, &self.filer);
+        let known = |j: &Job| queue.contains(j.id) || filer.watch_for(j).is_none();
+        let jobs = adopter.due(now, &self.store, known).await?;
+        for job in &jobs {
+            debug!(job_id = job.id, holder = ?job.instance, "taking on a job no instance holds");
+            self.queue.enqueue(job);
+        }
+        Ok(jobs.len())
+    }
+
     /// The jobs gauge from the jobs held now: waiting ones as `queued`,
     /// running ones by their step.
     async fn refresh_gauges(&self) {
@@ -399,18 +412,8 @@ impl Daemon {
         for id in self.queue.due(now) {
             self.requeue_unfinished(id).await?;
         }
-        if let Some(adopter) = &mut self.adopter {
-            let (queue, filer) = (&self.queue, &self.filer);
-            let known = |j: &Job| queue.contains(j.id) || filer.watch_for(j).is_none();
-            match adopter.due(now, &self.store, known).await {
-                Ok(jobs) => {
-                    for job in jobs {
-                        debug!(job_id = job.id, holder = ?job.instance, "taking on a job no instance holds");
-                        self.queue.enqueue(&job);
-                    }
-                }
-                Err(e) => warn!(error = %e, "cannot look for jobs to take over"),
-            }
+        if let Err(e) = self.adopt(now).await {
+            warn!(error = %e, "cannot look for jobs to take over");
         }
         // A job running here is filed when its task ends, not under it.
         let queue = &self.queue;

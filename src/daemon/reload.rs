@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use indicatif::HumanBytes;
 use tracing::{error, info};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::platform::PlatformClient;
+use crate::shown::rate_limit;
 
 /// Re-reads `upload.max_rate` from `file` and applies it to every upload
 /// through `platform` at once (bodies being sent included).
@@ -25,22 +25,13 @@ pub async fn max_rate(file: &Path, platform: &PlatformClient, metrics: &Metrics)
                 info!(
                     max_rate = rate,
                     "SIGHUP: upload.max_rate is now {}",
-                    describe(rate)
+                    rate_limit(rate)
                 );
             }
         }
         Ok(Err(e)) => {
-            error!(error = %e, "SIGHUP: cannot re-read upload.max_rate; keeping {}", describe(platform.max_rate()))
+            error!(error = %e, "SIGHUP: cannot re-read upload.max_rate; keeping {}", rate_limit(platform.max_rate()))
         }
         Err(e) => error!(error = %e, "SIGHUP: reading the configuration failed"),
-    }
-}
-
-/// `"40 MiB/s"`, or `"no limit"`.
-pub fn describe(rate: u64) -> String {
-    if rate == 0 {
-        "no limit".into()
-    } else {
-        format!("{}/s", HumanBytes(rate))
     }
 }

@@ -3,10 +3,7 @@
 
 use super::{ErrorReceipt, SuccessReceipt};
 use crate::job::Job;
-
-fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
+use crate::shown::rfc3339;
 
 impl SuccessReceipt {
     /// The receipt of a succeeded job.
@@ -47,7 +44,7 @@ impl ErrorReceipt {
                 .unwrap_or_default(),
             http_status: job.http_status,
             platform_message: job.platform_message.clone(),
-            model_id: job.model_id.clone().filter(|m| !m.is_empty()),
+            model_id: job.model_id().map(str::to_string),
             file: job.file_name.clone(),
             job_id: job.id,
             failed_at: rfc3339(job.finished_at.unwrap_or(job.updated_at)),

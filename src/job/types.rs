@@ -105,6 +105,11 @@ impl Job {
     pub fn size(&self) -> u64 {
         self.identity.size
     }
+
+    /// The platform's model id, once given (an empty one is none).
+    pub fn model_id(&self) -> Option<&str> {
+        self.model_id.as_deref().filter(|m| !m.is_empty())
+    }
 }
 
 /// The import session a job is uploading into.

@@ -1,13 +1,16 @@
 //! What the platform client has seen: how long each call took, whether the
 //! platform answers, whether it accepts the key. The client feeds it after
-//! every call ([`PlatformStats::record`]); `/readyz` and the
-//! `modelferry_request_duration_seconds` histogram read it.
+//! every call ([`PlatformStats::record`]); `/readyz`, the
+//! `modelferry_request_duration_seconds` histogram and the
+//! `modelferry_api_key_rejected` gauge read it. The gauge is the one record
+//! of whether the key is rejected: `/readyz` and `/metrics` cannot disagree.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use super::{ErrorKind, Op, PlatformError};
@@ -52,7 +55,6 @@ pub enum Readiness {
 
 #[derive(Default)]
 struct Seen {
-    key_rejected: bool,
     /// The first failure to reach the platform since it last answered.
     unreachable_since: Option<Instant>,
 }
@@ -60,6 +62,8 @@ struct Seen {
 /// What the platform client has seen (see the module docs); shared.
 pub struct PlatformStats {
     request_duration: DurationFamily,
+    /// 1 while the platform's last word on the key was 401/403.
+    key_rejected: Gauge,
     seen: Mutex<Seen>,
 }
 
@@ -72,6 +76,7 @@ impl Default for PlatformStats {
         }
         PlatformStats {
             request_duration,
+            key_rejected: Gauge::default(),
             seen: Mutex::new(Seen::default()),
         }
     }
@@ -81,6 +86,11 @@ impl PlatformStats {
     /// The histogram family, for registering (clones share the data).
     pub fn request_duration(&self) -> DurationFamily {
         self.request_duration.clone()
+    }
+
+    /// `modelferry_api_key_rejected`, for registering (clones share the value).
+    pub fn key_rejected(&self) -> Gauge {
+        self.key_rejected.clone()
     }
 
     /// One call of `op` that took `took` and ended with `outcome`.
@@ -97,12 +107,12 @@ impl PlatformStats {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         match outcome {
             Ok(()) => {
-                seen.key_rejected = false;
+                self.key_rejected.set(0);
                 seen.unreachable_since = None;
             }
             Err(e) => {
                 if e.kind == ErrorKind::Auth {
-                    seen.key_rejected = true;
+                    self.key_rejected.set(1);
                 }
                 match e.status {
                     // A gateway's 5xx says the platform behind it is not there.
@@ -118,10 +128,7 @@ impl PlatformStats {
 
     /// A new key (SIGHUP): the old one's rejection says nothing about it.
     pub fn key_replaced(&self) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .key_rejected = false;
+        self.key_rejected.set(0);
     }
 
     /// Whether the daemon is ready now, with `unready_after` as
@@ -132,7 +139,7 @@ impl PlatformStats {
 
     fn readiness_at(&self, now: Instant, unready_after: Duration) -> Readiness {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.key_rejected {
+        if self.key_rejected.get() != 0 {
             return Readiness::KeyRejected;
         }
         match seen.unreachable_since {
@@ -188,14 +195,21 @@ mod tests {
     fn a_rejected_key_is_unready_until_a_success_or_a_new_key() {
         let s = PlatformStats::default();
         let t0 = Instant::now();
+        let gauge = s.key_rejected();
+        assert_eq!(gauge.get(), 0);
         s.note(Err(&err(Some(401), ErrorKind::Auth)), t0);
         assert_eq!(s.readiness_at(t0, AFTER), Readiness::KeyRejected);
+        assert_eq!(gauge.get(), 1);
         s.note(Err(&err(Some(503), ErrorKind::Transient)), t0);
         assert_eq!(s.readiness_at(t0, AFTER), Readiness::KeyRejected);
+        assert_eq!(gauge.get(), 1);
         s.note(Ok(()), t0);
         assert_eq!(s.readiness_at(t0, AFTER), Readiness::Ready);
+        assert_eq!(gauge.get(), 0);
         s.note(Err(&err(Some(403), ErrorKind::Auth)), t0);
+        assert_eq!(gauge.get(), 1);
         s.key_replaced();
         assert_eq!(s.readiness_at(t0, AFTER), Readiness::Ready);
+        assert_eq!(gauge.get(), 0);
     }
 }

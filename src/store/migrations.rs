@@ -112,11 +112,10 @@ impl SqliteStore {
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(StoreError::Open {
-                path: self.path.clone(),
-                detail: format!(
-                    "schema version {version} is newer than this modelferry knows ({known}); upgrade modelferry"
-                ),
+            return Err(StoreError::SchemaTooNew {
+                db: self.path.display().to_string(),
+                found: version,
+                known,
             });
         }
         for m in &MIGRATIONS[version as usize..] {

@@ -12,6 +12,7 @@ mod hardening_config;
 mod hardening_engine;
 mod hardening_files;
 mod hardening_platform;
+mod mend_contract;
 mod operable_check;
 mod operable_jobs;
 mod operable_upload;
