@@ -2,16 +2,7 @@
 //! badly, and `status`/`check` details: one exit code on stdout and in the
 //! process, nothing but JSON where JSON is asked for.
 
-use modelferry_emulator::EmulatorOptions;
-
 use crate::support::*;
-
-fn quick() -> EmulatorOptions {
-    EmulatorOptions {
-        import_polls: 1,
-        ..EmulatorOptions::default()
-    }
-}
 
 /// A state database migrated by a newer modelferry than this one.
 fn newer_schema(env: &Env) {
@@ -77,7 +68,7 @@ async fn dry_run_json_on_a_local_error_prints_the_short_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_in_fleet_mode_names_the_fleet_database() {
-    let Some(cluster) = modelferry::pg_cluster::Cluster::start("status_names_fleet_db") else {
+    let Some(cluster) = modelferry_pg_cluster::Cluster::start("status_names_fleet_db") else {
         return;
     };
     let env = Env::start(quick()).await;
