@@ -31,6 +31,7 @@ use tracing::{debug, Instrument};
 use super::hash::{FileHasher, InOrder};
 use super::{ChunkPlan, JobCtx, ResumableSha256, StepError};
 use crate::job::{ChunkAck, ChunkChecksum, Job, SessionRecord};
+use crate::platform::{IdKind, Op, PlatformId};
 use crate::preflight::StreamVerifier;
 use crate::source::{SourceError, SourceFile};
 use crate::store::StoreError;
@@ -140,7 +141,8 @@ struct Run {
     src: Arc<SourceFile>,
     plan: ChunkPlan,
     session: SessionRecord,
-    session_id: Arc<str>,
+    /// The session's id, checked once for all its chunks.
+    session_id: PlatformId,
     file_name: Arc<str>,
     hasher: FileHasher,
     /// Uploads in flight at once: `parallel_chunks`.
@@ -169,6 +171,12 @@ pub(super) async fn upload_chunks(
         }
         .into());
     }
+    // The id is stored from the platform's answer: checked once here, not
+    // again for every chunk.
+    let first = (0..total).find(|i| !acked.contains_key(i)).unwrap_or(0);
+    let session_id =
+        ctx.platform
+            .check_id(Op::UploadChunk(first), IdKind::Session, &session.session_id)?;
     let path = job.path.clone();
     let identity = job.identity;
     let src =
@@ -211,7 +219,7 @@ pub(super) async fn upload_chunks(
         src: src.clone(),
         plan,
         session: session.clone(),
-        session_id: session.session_id.as_str().into(),
+        session_id,
         file_name: part_name(&job.file_name).into(),
         hasher: FileHasher::start(hasher, hashed_through, in_order)
             .map_err(|e| StepError::Task(format!("cannot start the file hash thread: {e}")))?,
@@ -390,7 +398,7 @@ async fn upload_one(
         .ack_chunk(
             ctx.id,
             &ctx.hold,
-            &run.session_id,
+            run.session_id.as_str(),
             &ack,
             checkpoint.as_ref(),
         )
