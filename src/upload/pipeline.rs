@@ -10,10 +10,12 @@
 //! them to pre-flight's [`StreamVerifier`] for a gzip archive, whose verdict
 //! is awaited before the job may complete.
 //!
-//! Buffers come from a pool of `parallel_chunks + 2`, taken in chunk order
-//! and given back when both the upload and the hash are done with them, so
-//! memory stays near `(parallel_chunks + 2) × chunk_size` and the chunk the
-//! hasher waits for always has its buffer. Chunks the platform already
+//! Buffers come from a pool of `parallel_chunks + 2` (plus
+//! [`StreamVerifier::HOLDS`] for a gzip archive: buffers the verifier may
+//! keep), taken in chunk order and given back when the upload, the hash and
+//! the verifier are done with them, so memory stays near that many chunk
+//! sizes, `parallel_chunks` uploads stay in flight, and the chunk the hasher
+//! waits for always has its buffer. Chunks the platform already
 //! acknowledged are not sent again; those the saved hash state does not
 //! cover are read once more to finish the file's hash, and must match the
 //! checksum recorded with their acknowledgement (XXH3, or SHA-256 for
@@ -227,8 +229,10 @@ pub(super) async fn upload_chunks(
         started: Instant::now(),
     });
     // One buffer per upload in flight, one being read, one the hasher may
-    // still be finishing.
-    let pool = BufferPool::new(parallel + 2);
+    // still be finishing, and those the stream verifier may keep: without
+    // them a slow inflate would take buffers from the uploads.
+    let kept = verifier.as_ref().map_or(0, |_| StreamVerifier::HOLDS);
+    let pool = BufferPool::new(parallel + 2 + kept);
     let mut tasks: JoinSet<Result<(), StepError>> = JoinSet::new();
     let mut cancelled = false;
     let mut first_err = None;
