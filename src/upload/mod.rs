@@ -165,6 +165,8 @@ pub(crate) struct JobCtx {
     pub progress: Arc<watch::Sender<JobProgress>>,
     /// The upload rate measured over the latest session of this run.
     pub pace: Arc<pace::Pace>,
+    /// The file's hash, when dedupe computed it in this run.
+    pub hashed: hash::RunHash,
 }
 
 /// Reads failures of the source file retried before the job fails.
@@ -229,6 +231,7 @@ impl Engine {
             cancel,
             progress,
             pace: Arc::default(),
+            hashed: hash::RunHash::default(),
         };
         let (outcome, ended) = tokio::select! {
             r = self.drive(&ctx) => (r, false),

@@ -30,8 +30,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 use tracing::{debug, Instrument};
 
-use super::hash::{FileHasher, InOrder};
-use super::{ChunkPlan, JobCtx, ResumableSha256, StepError};
+use super::hash::{resume_hash, FileHasher, InOrder};
+use super::{ChunkPlan, JobCtx, StepError};
 use crate::job::{ChunkAck, ChunkChecksum, Job, SessionRecord};
 use crate::platform::{IdKind, Op, PlatformId};
 use crate::preflight::StreamVerifier;
@@ -196,16 +196,7 @@ pub(super) async fn upload_chunks(
             as InOrder
     });
 
-    // Resume the file hash where the saved state left it, if it is sound.
-    let (hasher, hashed_through) = job
-        .hash_checkpoint
-        .as_ref()
-        .and_then(|cp| {
-            let h = ResumableSha256::restore(&cp.state)?;
-            let covered = (cp.chunks * job.chunk_size).min(job.size());
-            (cp.chunks <= total && h.len() == covered).then_some((h, cp.chunks))
-        })
-        .unwrap_or_else(|| (ResumableSha256::new(), 0));
+    let (hasher, hashed_through) = resume_hash(job, ctx.hashed.get(), total);
 
     let done_bytes: u64 = acked.keys().map(|&i| plan.range(i).1 as u64).sum();
     ctx.progress.send_modify(|p| {
