@@ -552,20 +552,3 @@ fn round(d: Duration) -> Duration {
         Duration::from_millis(d.as_millis() as u64)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failure_stages_are_the_ones_the_platform_calls_name() {
-        for op in [
-            Op::StartSession,
-            Op::UploadChunk(3),
-            Op::Complete,
-            Op::DockStatus,
-        ] {
-            assert_eq!(stage_of(op).as_str(), op.stage(), "{op}");
-        }
-    }
-}
