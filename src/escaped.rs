@@ -3,8 +3,9 @@
 //!
 //! A file name may hold any byte but `/` and NUL: a newline in one would
 //! forge a log line, an escape sequence would drive the terminal reading the
-//! output. [`Escaped`] shows control characters and Unicode bidirectional
-//! controls as Rust-style escapes (`\n`, `\u{1b}`, `\u{202e}`) and bytes that
+//! output. [`Escaped`] shows control characters, Unicode bidirectional
+//! controls and zero-width characters as Rust-style escapes (`\n`,
+//! `\u{1b}`, `\u{202e}`, `\u{200b}`) and bytes that
 //! are not UTF-8 as `\xff`; everything else, spaces and non-ASCII letters
 //! included, is shown as it is. Its output holds no character it would
 //! escape, so escaping a message that already quotes an escaped name changes
@@ -72,12 +73,15 @@ pub(crate) fn write_str<W: fmt::Write + ?Sized>(out: &mut W, text: &str) -> fmt:
 }
 
 /// Control characters (C0, DEL, C1) and the invisible characters that
-/// reorder how a line is displayed (a name could otherwise show as another).
-fn needs_escape(c: char) -> bool {
+/// reorder or hide text on a terminal: bidi controls, zero-width characters
+/// and the byte order mark (a name could otherwise show as another). The
+/// one rule for text from outside: [`Escaped`] escapes these, and the
+/// platform's text is cleaned of them (`platform::sanitize`).
+pub(crate) fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
         )
 }
 
@@ -119,6 +123,11 @@ mod tests {
             r"rev\u{202e}rat.tar"
         );
         assert_eq!(Escaped::str("c1\u{85}").to_string(), r"c1\u{85}");
+        // Zero-width characters and the byte order mark hide in a name too.
+        assert_eq!(
+            Escaped::str("a\u{200b}b\u{2060}c\u{feff}.tar").to_string(),
+            r"a\u{200b}b\u{2060}c\u{feff}.tar"
+        );
     }
 
     #[test]

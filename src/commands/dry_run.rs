@@ -22,6 +22,7 @@ use crate::job::{JobId, JobState};
 use crate::preflight::{check_file, Depth, Format, PreflightError, Summary};
 use crate::source::FileIdentity;
 use crate::store::Store;
+use crate::upload::admit::{decide, Decision, Rerun};
 use crate::upload::dedupe::{find_duplicate, DedupeError};
 use crate::upload::ChunkPlan;
 
@@ -248,15 +249,22 @@ async fn look_up(
     let known = store
         .find_by_identity(req.path, &req.identity, &req.file_context, req.is_adapter)
         .await?;
-    match known {
-        Some(job) if job.state == JobState::Succeeded && !req.force => {
+    // The rule `upload` admits by (see commands/upload.rs).
+    let rerun = if req.force {
+        Rerun::Finished
+    } else {
+        Rerun::Failed
+    };
+    match (decide(known.as_ref(), rerun), known) {
+        // Under these rules only a succeeded job is settled.
+        (Decision::Settled, Some(job)) => {
             plan.already_imported = true;
             plan.job_id = Some(job.id);
             plan.duplicate_of = job.duplicate_of;
             plan.model_id = job.model_id.filter(|m| !m.is_empty());
             return Ok(true);
         }
-        Some(job) if !job.state.is_terminal() => {
+        (Decision::Resume, Some(job)) => {
             plan.resumes_job = Some(job.id);
             if job.state != JobState::Queued {
                 plan.chunks_to_send = job.chunks_total.saturating_sub(job.chunks_done);

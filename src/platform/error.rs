@@ -27,16 +27,6 @@ impl Op {
     fn is_session_url(self) -> bool {
         matches!(self, Op::UploadChunk(_) | Op::Complete)
     }
-
-    /// The job stage this call belongs to, as error receipts name it.
-    pub fn stage(self) -> &'static str {
-        match self {
-            Op::StartSession => "start",
-            Op::UploadChunk(_) => "upload",
-            Op::Complete => "complete",
-            Op::DockStatus => "import",
-        }
-    }
 }
 
 impl fmt::Display for Op {

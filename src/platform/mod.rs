@@ -224,10 +224,18 @@ impl PlatformClient {
             .map_err(|e| unusable(op, status, e, &body, &key))
     }
 
-    /// Uploads one chunk (0-based) as `multipart/form-data`.
+    /// Checks an id stored from an earlier answer, once, before the calls
+    /// that take it checked ([`Self::upload_chunk`]); `op` is the call it is
+    /// for, which a refusal names.
+    pub fn check_id(&self, op: Op, kind: IdKind, raw: &str) -> Result<PlatformId, PlatformError> {
+        checked(op, &Sanitizer::new(&self.key()), kind, raw)
+    }
+
+    /// Uploads one chunk (0-based) as `multipart/form-data` into session
+    /// `session_id`, checked once for all its chunks ([`Self::check_id`]).
     pub async fn upload_chunk(
         &self,
-        session_id: &str,
+        session_id: &PlatformId,
         chunk: u64,
         file_name: &str,
         data: Bytes,
@@ -235,7 +243,6 @@ impl PlatformClient {
         let op = Op::UploadChunk(chunk);
         let key = self.ready().await;
         let san = Sanitizer::new(&key);
-        let session_id = checked(op, &san, IdKind::Session, session_id)?;
         let len = data.len() as u64;
         // Streamed in slices through the process's rate limit (whole when
         // there is none), so the limit holds inside each request.
@@ -253,7 +260,7 @@ impl PlatformClient {
         let (status, body) = self
             .send(op, self.http.post(url).multipart(form), &key)
             .await?;
-        wire::check_chunk_answer(&body, chunk, &session_id, &san)
+        wire::check_chunk_answer(&body, chunk, session_id, &san)
             .map_err(|e| unusable(op, status, e, &body, &key))
     }
 

@@ -12,6 +12,7 @@
 
 use std::fmt;
 
+use crate::escaped::needs_escape;
 use crate::secret::Secret;
 
 /// Longest platform message kept, in characters: room for any real
@@ -157,7 +158,7 @@ impl<'a> Sanitizer<'a> {
         let redacted = self.key.redact(raw);
         let mut out = String::new();
         for c in redacted.chars() {
-            if c.is_control() || is_format(c) {
+            if needs_escape(c) {
                 out.extend(c.escape_default());
             } else {
                 out.push(c);
@@ -212,12 +213,6 @@ fn is_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')
 }
 
-/// Invisible characters that reorder or hide text on a terminal (bidi
-/// controls, zero-width characters), treated like control characters.
-fn is_format(c: char) -> bool {
-    matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
-}
-
 /// `raw` as one printable line: ANSI escape sequences dropped, every other
 /// control character a space, runs of whitespace one space.
 fn one_line(raw: &str) -> String {
@@ -252,7 +247,7 @@ fn one_line(raw: &str) -> String {
             }
             continue;
         }
-        if c.is_whitespace() || c.is_control() || is_format(c) {
+        if c.is_whitespace() || needs_escape(c) {
             if !space {
                 out.push(' ');
                 space = true;

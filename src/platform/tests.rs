@@ -161,8 +161,8 @@ async fn unusable_ids_given_to_a_call_are_refused_before_sending() {
         serve(|| axum::Json(serde_json::json!({"status": "SUCCESS"})).into_response()).await;
     let huge = "x".repeat(100_000);
     let errors = [
-        c.upload_chunk("..", 0, "m.tar", Bytes::from_static(b"x"))
-            .await
+        // A stored session id is checked once before its chunks are sent.
+        c.check_id(Op::UploadChunk(0), IdKind::Session, "..")
             .unwrap_err(),
         c.complete("start").await.unwrap_err(),
         c.complete("s\n1").await.unwrap_err(),

@@ -6,6 +6,7 @@
 //! id and message leaves here checked or sanitised ([`Sanitizer`]); an id
 //! that cannot be used is a [`WireError::BadId`], not a garbled answer.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -114,12 +115,16 @@ fn id_field(
     kind: IdKind,
     san: &Sanitizer,
 ) -> Result<Option<PlatformId>, BadId> {
-    let raw = match v.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Ok(None),
-    };
-    san.id(kind, &raw).map(Some)
+    raw_id(v, key).map(|raw| san.id(kind, &raw)).transpose()
+}
+
+/// An id field as it came, unchecked: only to compare with an id we sent.
+fn raw_id<'v>(v: &'v Value, key: &str) -> Option<Cow<'v, str>> {
+    match v.get(key)? {
+        Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        _ => None,
+    }
 }
 
 fn parse_status(v: &Value) -> Result<ImportStatus, String> {
@@ -161,7 +166,8 @@ pub fn parse_start(body: &[u8], san: &Sanitizer) -> Result<SessionInfo, WireErro
 }
 
 /// Checks a chunk answer. Any 2xx acknowledges the chunk; a body that names a
-/// different chunk or session is not an acknowledgement of this one.
+/// different chunk or session is not an acknowledgement of this one (a
+/// malformed answer: retried).
 pub fn check_chunk_answer(
     body: &[u8],
     chunk: u64,
@@ -179,10 +185,10 @@ pub fn check_chunk_answer(
             )));
         }
     }
-    if let Some(s) = id_field(&v, "sessionId", IdKind::Session, san)? {
-        if s != *session_id {
-            return Err("answer names another session".into());
-        }
+    // Compared as it came: any echo but the id sent, usable as an id or
+    // not, is an answer garbled on the way, not an acknowledgement.
+    if raw_id(&v, "sessionId").is_some_and(|s| s != session_id.as_str()) {
+        return Err("answer names another session".into());
     }
     Ok(())
 }
@@ -282,7 +288,24 @@ mod tests {
         check_chunk_answer(br#"{"chunkNumber":3,"sessionId":"s"}"#, 3, "s").unwrap();
         check_chunk_answer(b"OK", 3, "s").unwrap();
         assert!(check_chunk_answer(br#"{"chunkNumber":"4"}"#, 3, "s").is_err());
-        assert!(check_chunk_answer(br#"{"sessionId":"t"}"#, 3, "s").is_err());
+        let malformed = |r| matches!(r, Err(WireError::Malformed(_)));
+        assert!(malformed(check_chunk_answer(
+            br#"{"sessionId":"t"}"#,
+            3,
+            "s"
+        )));
+        assert!(malformed(check_chunk_answer(
+            br#"{"sessionId":"s "}"#,
+            3,
+            "s"
+        )));
+        // An id echoed as a number is the same id.
+        check_chunk_answer(br#"{"sessionId":17}"#, 3, "17").unwrap();
+        assert!(malformed(check_chunk_answer(
+            br#"{"sessionId":18}"#,
+            3,
+            "17"
+        )));
     }
 
     #[test]
@@ -350,10 +373,12 @@ mod tests {
             bad(parse_dock_status(br#"{"status":"SUCCESS","modelId":"a/b"}"#).map(drop)),
             IdKind::Model
         );
-        assert_eq!(
-            bad(check_chunk_answer(br#"{"sessionId":"s\r\nX: 1"}"#, 0, "s")),
-            IdKind::Session
-        );
+        // An echoed session id is only compared with the one sent: an
+        // unusable one names another session, a garbled answer (retried).
+        assert!(matches!(
+            check_chunk_answer(br#"{"sessionId":"s\r\nX: 1"}"#, 0, "s"),
+            Err(WireError::Malformed(_))
+        ));
         // A missing or empty id is a garbled answer, as before.
         assert!(matches!(
             parse_start(br#"{"sessionId":""}"#),

@@ -7,7 +7,7 @@
 //! tar headers in its first MiB ([`Depth::Quick`]), or its whole stream
 //! ([`Depth::Full`], `upload --dry-run`). What a gzip archive's whole stream
 //! holds (its CRC, its length, every tar header) is checked as the upload
-//! reads it, by a [`StreamVerifier`] fed each chunk in file order.
+//! reads it, by a [`StreamVerifier`] offered each chunk in file order.
 //!
 //! Rejected: not a tar, a truncated tar, a bad header checksum, a member
 //! path that is absolute or contains `..`, device and FIFO members, links
@@ -17,7 +17,7 @@
 //!
 //! Files: `tar` (the header checker, the seeking walk and the stream walk),
 //! `gzip` (gzip framing and inflate), `stream` (the verifier the upload
-//! pipeline feeds).
+//! pipeline offers chunks to).
 
 mod gzip;
 mod stream;

@@ -1,15 +1,18 @@
 //! [`StreamVerifier`]: the check of a gzip archive's whole stream while the
 //! upload reads it.
 //!
-//! The upload pipeline reads chunks in file order and hands each one's bytes
-//! to [`StreamVerifier::feed`]; inflating runs on a blocking task of its
-//! own, behind a channel of two chunks, so it overlaps the uploads and
-//! memory stays bounded (a slow verifier holds the reader back, not the
-//! reverse). Chunks the pipeline does not read (acknowledged before a
-//! restart) leave a gap, which the verifier fills by reading that part of
-//! the local file itself: catching up costs a local read, never the
-//! network. [`StreamVerifier::finish`] reads whatever is left and gives the
-//! verdict; the pipeline calls it before the job may `complete`.
+//! The upload pipeline's hasher thread sees the chunks in file order and
+//! offers each one's bytes through [`StreamVerifier::offers`], never
+//! waiting: inflating runs on a blocking task of its own behind a queue of
+//! [`QUEUED`] chunks, and a chunk offered while the queue is full is
+//! dropped, so a slow inflate never holds the upload back. Chunks the
+//! verifier did not get (dropped, or acknowledged before a restart and not
+//! read) leave a gap, which it fills by reading that part of the local file
+//! itself: catching up costs a local read, never the network. It keeps at
+//! most [`StreamVerifier::HOLDS`] offered buffers at once, which the
+//! pipeline's buffer pool makes room for. [`StreamVerifier::finish`] reads
+//! whatever is left and gives the verdict; the pipeline calls it before the
+//! job may `complete`.
 
 use std::sync::Arc;
 
@@ -26,7 +29,7 @@ const QUEUED: usize = 2;
 
 enum Msg {
     Data(u64, Bytes),
-    /// Every chunk was fed: catch up to the end and judge.
+    /// Every chunk was offered: catch up to the end and judge.
     End,
 }
 
@@ -48,6 +51,10 @@ pub struct StreamVerifier {
 }
 
 impl StreamVerifier {
+    /// Offered buffers the verifier keeps at most at once: those queued,
+    /// and the one being inflated.
+    pub const HOLDS: usize = QUEUED + 1;
+
     /// A verifier for `src` (named `name`, `size` bytes) if it is a gzip
     /// archive; `None` for a tar, whose check needs no stream.
     pub async fn start(
@@ -67,19 +74,6 @@ impl StreamVerifier {
         Ok(Some(StreamVerifier { tx, task }))
     }
 
-    /// The bytes of the file at `offset`, in file order.
-    pub async fn feed(&mut self, offset: u64, data: Bytes) -> Result<(), PreflightError> {
-        if self.tx.send(Msg::Data(offset, data)).await.is_err() {
-            // The verifier stopped: it found something.
-            return Err(self
-                .verdict()
-                .await
-                .err()
-                .unwrap_or(PreflightError::Stopped));
-        }
-        Ok(())
-    }
-
     /// A handle that offers chunks without waiting, for a thread that sees
     /// them in file order (the pipeline's hasher). A chunk offered while the
     /// verifier is busy is dropped: the verifier reads what it missed from
@@ -94,7 +88,8 @@ impl StreamVerifier {
         self.task.is_finished()
     }
 
-    /// Checks the rest of the file (what was not fed) and gives the verdict.
+    /// Checks the rest of the file (what it did not get) and gives the
+    /// verdict.
     pub async fn finish(mut self) -> Result<Summary, PreflightError> {
         let _ = self.tx.send(Msg::End).await;
         self.verdict().await
@@ -126,7 +121,7 @@ fn verify(
                 if offset > at {
                     feed_range(src, &mut gz, at, offset, &never)?;
                 }
-                // A chunk fed twice (it cannot happen today) is skipped.
+                // A chunk offered twice (it cannot happen today) is skipped.
                 let skip = (gz.position() - offset).min(data.len() as u64) as usize;
                 gz.push(&data[skip..])?;
             }

@@ -3,6 +3,7 @@
 //! gzip-compressed, as a `.tar.gz` (stream walk).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -306,24 +307,103 @@ fn the_quick_check_reads_only_the_start_of_a_gzip() {
     assert!(check_file(&p, &id, Depth::Full, &|| false).is_err());
 }
 
-/// Feeds `gz` to a [`StreamVerifier`] in chunks of `chunk`, skipping the
-/// chunks in `skip` (acknowledged before a restart): the verifier reads them
-/// from the file itself.
-async fn stream(gz: &[u8], chunk: usize, skip: &[usize]) -> Result<Summary, PreflightError> {
+/// Offers `gz` to a [`StreamVerifier`] in chunks of `chunk` as the upload
+/// pipeline does, skipping the chunks in `skip` (acknowledged before a
+/// restart) and offering `changed` bytes instead of the file's for chunk 0
+/// (the first offer, which the empty queue always takes): the verifier
+/// reads the rest from the file itself.
+async fn stream_with(
+    gz: &[u8],
+    chunk: usize,
+    skip: &[usize],
+    changed: Option<&[u8]>,
+) -> Result<Summary, PreflightError> {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "m.tar.gz", gz);
     let id = FileIdentity::of_path(&p).unwrap();
     let src = Arc::new(SourceFile::open(&p, &id).unwrap());
-    let mut v = StreamVerifier::start(src, "m.tar.gz", gz.len() as u64)
+    let v = StreamVerifier::start(src, "m.tar.gz", gz.len() as u64)
         .await?
         .expect("a gzip archive is verified");
+    let offers = v.offers();
     for (i, c) in gz.chunks(chunk).enumerate() {
         if !skip.contains(&i) {
-            v.feed((i * chunk) as u64, Bytes::copy_from_slice(c))
-                .await?;
+            let c = if i == 0 { changed.unwrap_or(c) } else { c };
+            offers.offer((i * chunk) as u64, Bytes::copy_from_slice(c));
         }
     }
     v.finish().await
+}
+
+async fn stream(gz: &[u8], chunk: usize, skip: &[usize]) -> Result<Summary, PreflightError> {
+    stream_with(gz, chunk, skip, None).await
+}
+
+#[tokio::test]
+async fn the_stream_verifier_checks_the_bytes_offered() {
+    let mut rng = fastrand::Rng::with_seed(9);
+    let mut data = vec![0u8; 300_000];
+    rng.fill(&mut data);
+    let gz = gzip(&archive(&[(b"w.bin", b'0', &data, b"")]));
+    let chunk = 64 * 1024;
+    let mut first = gz[..chunk].to_vec();
+    first[chunk / 2] ^= 0x10;
+    let e = stream_with(&gz, chunk, &[], Some(&first))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PreflightError::Rejected(_)), "{e}");
+}
+
+/// A buffer that counts how many of its kind are alive.
+struct Counted(Vec<u8>, Arc<AtomicUsize>);
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn the_stream_verifier_keeps_at_most_holds_buffers() {
+    let mut rng = fastrand::Rng::with_seed(11);
+    let data: Vec<u8> = (0..4 << 20).map(|_| b"acgt"[rng.usize(..4)]).collect();
+    let gz = gzip(&archive(&[(b"w.bin", b'0', &data, b"")]));
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "m.tar.gz", &gz);
+    let id = FileIdentity::of_path(&p).unwrap();
+    let src = Arc::new(SourceFile::open(&p, &id).unwrap());
+    let v = StreamVerifier::start(src, "m.tar.gz", gz.len() as u64)
+        .await
+        .unwrap()
+        .unwrap();
+    let offers = v.offers();
+    let alive = Arc::new(AtomicUsize::new(0));
+    let mut most = 0;
+    // A long first chunk keeps the verifier inflating while small ones
+    // are offered behind it: the queue fills.
+    let first = gz.len() / 2;
+    let ranges = std::iter::once((0, first)).chain(
+        (first..gz.len())
+            .step_by(512)
+            .map(|o| (o, (o + 512).min(gz.len()))),
+    );
+    for (start, end) in ranges {
+        alive.fetch_add(1, Ordering::SeqCst);
+        let buf = Bytes::from_owner(Counted(gz[start..end].to_vec(), alive.clone()));
+        offers.offer(start as u64, buf);
+        most = most.max(alive.load(Ordering::SeqCst));
+        // Paced, as chunks arrive: the verifier gets to take the first.
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    assert!(most <= StreamVerifier::HOLDS, "{most} buffers kept");
+    assert_eq!(v.finish().await.unwrap().regular_files, 1);
+    assert_eq!(alive.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

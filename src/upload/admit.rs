@@ -47,6 +47,41 @@ pub enum Admission {
     },
 }
 
+/// What the newest job for a file's identity means for the file, before
+/// anything is written: [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// That job is unfinished: it goes on from where it is.
+    Resume,
+    /// That job is finished and [`Rerun`] does not import it again.
+    Settled,
+    /// A new job: no job yet, or a finished one imported again.
+    New,
+}
+
+/// What `known` (the newest job for the file's identity and import kind)
+/// means under `rerun`. Pure: [`admit`] acts on it, `upload --dry-run`
+/// reports it.
+pub fn decide(known: Option<&Job>, rerun: Rerun) -> Decision {
+    let Some(job) = known else {
+        return Decision::New;
+    };
+    let again = match job.state {
+        s if !s.is_terminal() => return Decision::Resume,
+        JobState::Failed | JobState::Cancelled => match rerun {
+            Rerun::Never => false,
+            Rerun::Refiled => filed_away(job),
+            Rerun::Failed | Rerun::Finished => true,
+        },
+        _ => rerun == Rerun::Finished,
+    };
+    if again {
+        Decision::New
+    } else {
+        Decision::Settled
+    }
+}
+
 /// How a file is admitted.
 pub struct Policy<'a> {
     /// Which finished jobs of the same file are imported again.
@@ -104,19 +139,10 @@ pub async fn admit(
         )
         .await?;
     let seen = known.as_ref().map(|j| j.id);
-    if let Some(job) = known {
-        let again = match job.state {
-            s if !s.is_terminal() => return Ok(Admission::Resume(job)),
-            JobState::Failed | JobState::Cancelled => match policy.rerun {
-                Rerun::Never => false,
-                Rerun::Refiled => filed_away(&job),
-                Rerun::Failed | Rerun::Finished => true,
-            },
-            _ => policy.rerun == Rerun::Finished,
-        };
-        if !again {
-            return Ok(Admission::Settled(job));
-        }
+    match (decide(known.as_ref(), policy.rerun), known) {
+        (Decision::Resume, Some(job)) => return Ok(Admission::Resume(job)),
+        (Decision::Settled, Some(job)) => return Ok(Admission::Settled(job)),
+        _ => {}
     }
     let mut superseded = Vec::new();
     if let Some(running) = policy.supersede_unless_running {
@@ -227,6 +253,52 @@ mod tests {
 
     async fn admitted(store: &Store, rerun: Rerun) -> Admission {
         admit(store, file(1), policy(rerun)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn decide_covers_every_state_rerun_and_filing() {
+        use crate::job::{Filing, FilingState};
+        use Decision::*;
+        let (_d, store) = store().await;
+        let id = new_id(&store, file(1), Rerun::Never).await;
+        let mut job = store.job(id).await.unwrap();
+        let reruns = [Rerun::Never, Rerun::Refiled, Rerun::Failed, Rerun::Finished];
+        for rerun in reruns {
+            assert_eq!(decide(None, rerun), New, "{rerun:?}");
+        }
+        let filings = [
+            None,
+            Some(FilingState::Pending),
+            Some(FilingState::Done),
+            Some(FilingState::Skipped),
+        ];
+        for state in JobState::ALL {
+            for filing in filings {
+                for rerun in reruns {
+                    job.state = state;
+                    job.filing = filing.map(|state| Filing {
+                        state,
+                        dest: None,
+                        filed_at: None,
+                    });
+                    let want = match (state, rerun) {
+                        (s, _) if JobState::ACTIVE.contains(&s) => Resume,
+                        (JobState::Succeeded, Rerun::Finished) => New,
+                        (JobState::Succeeded, _) => Settled,
+                        // Failed or cancelled.
+                        (_, Rerun::Never) => Settled,
+                        (_, Rerun::Refiled) if filing == Some(FilingState::Done) => New,
+                        (_, Rerun::Refiled) => Settled,
+                        (_, Rerun::Failed | Rerun::Finished) => New,
+                    };
+                    assert_eq!(
+                        decide(Some(&job), rerun),
+                        want,
+                        "{state} {filing:?} {rerun:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[tokio::test]

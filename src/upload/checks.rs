@@ -3,15 +3,16 @@
 //!
 //! A rejected archive fails the job (stage `preflight`) before anything
 //! reaches the platform; a duplicate of an imported file succeeds at once as
-//! that import's duplicate. Only a job still `queued` is checked: once a
+//! that import's duplicate (a file dedupe had to hash is not hashed again
+//! by its upload). Only a job still `queued` is checked: once a
 //! session is started the job is committed to its upload (a gzip archive's
 //! stream is then checked by the pipeline as it is read).
 
 use tracing::info;
 
-use super::dedupe::{find_duplicate, DedupeError};
-use super::{JobCtx, StepError};
-use crate::job::Job;
+use super::dedupe::{look_up, DedupeError};
+use super::{ChunkPlan, JobCtx, StepError};
+use crate::job::{HashCheckpoint, Job};
 use crate::preflight::{check_file, Depth, PreflightError};
 
 impl From<PreflightError> for StepError {
@@ -47,7 +48,7 @@ impl JobCtx {
             info!(?format, members = summary.members, "pre-flight passed");
         }
         if job.size() > 0 && self.settings.dedupe {
-            let found = find_duplicate(
+            let found = look_up(
                 &self.store,
                 &job.path,
                 &job.identity,
@@ -56,7 +57,16 @@ impl JobCtx {
                 &self.cancel,
             )
             .await?;
-            if let Some(dup) = found {
+            // The file was read for its hash: the upload resumes from it
+            // instead of hashing every byte a second time.
+            if let Some(h) = &found.hashed {
+                let chunks = ChunkPlan::new(job.size(), job.chunk_size).chunks();
+                self.hashed.set(HashCheckpoint {
+                    chunks,
+                    state: h.save(),
+                });
+            }
+            if let Some(dup) = found.duplicate {
                 self.store
                     .succeed_duplicate(self.id, &self.hold, &dup.sha256, &dup.original)
                     .await?;

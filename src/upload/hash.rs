@@ -9,6 +9,8 @@
 //! is saved with the next acknowledgement, so a resumed job continues
 //! hashing where it stopped instead of reading the part of the file that is
 //! already uploaded. A checkpoint only ever covers chunks hashed in order.
+//! Dedupe's pass over a file whose size matches an import is one too
+//! ([`RunHash`]): its upload then hashes nothing again ([`resume_hash`]).
 //! `sha2` does not expose its state, so [`ResumableSha256`] keeps the eight
 //! state words itself and lets `sha2::compress256` (which uses the CPU's SHA
 //! instructions where present) do the work.
@@ -22,7 +24,7 @@ use bytes::Bytes;
 use sha2::digest::generic_array::GenericArray;
 use sha2::digest::typenum::U64;
 
-use crate::job::HashCheckpoint;
+use crate::job::{HashCheckpoint, Job};
 
 type Block = GenericArray<u8, U64>;
 
@@ -150,6 +152,42 @@ impl ResumableSha256 {
     }
 }
 
+/// Where the file hash resumes: the furthest sound one of the job's saved
+/// checkpoint and `this_run`'s (dedupe's pass over the whole file), or the
+/// start. Chunks below the returned index are not hashed again.
+pub(super) fn resume_hash(
+    job: &Job,
+    this_run: Option<HashCheckpoint>,
+    total: u64,
+) -> (ResumableSha256, u64) {
+    [job.hash_checkpoint.as_ref(), this_run.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|cp| {
+            let h = ResumableSha256::restore(&cp.state)?;
+            let covered = (cp.chunks * job.chunk_size).min(job.size());
+            (cp.chunks <= total && h.len() == covered).then_some((h, cp.chunks))
+        })
+        .max_by_key(|(_, chunks)| *chunks)
+        .unwrap_or_else(|| (ResumableSha256::new(), 0))
+}
+
+/// A whole-file hash one step of a run left for a later one (dedupe's pass,
+/// for the upload), in memory: the first acknowledgement of the upload
+/// saves it as the job's checkpoint.
+#[derive(Clone, Default)]
+pub(crate) struct RunHash(Arc<Mutex<Option<HashCheckpoint>>>);
+
+impl RunHash {
+    pub(super) fn set(&self, cp: HashCheckpoint) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(cp);
+    }
+
+    pub(super) fn get(&self) -> Option<HashCheckpoint> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// What else sees each chunk in file order, on the hasher thread: it must
 /// not wait long (it holds up the hash).
 pub(super) type InOrder = Box<dyn FnMut(u64, &Bytes) + Send>;
@@ -163,7 +201,8 @@ pub(super) struct FileHasher {
 }
 
 impl FileHasher {
-    /// Starts the thread with `hasher` having hashed chunks `0..next`;
+    /// Starts the thread with `hasher` having hashed chunks `0..next`,
+    /// which is the first checkpoint (saved again, it changes nothing);
     /// `in_order`, if given, is shown each chunk (its index and bytes) right
     /// after it is hashed, in file order (pre-flight's stream verifier).
     /// The channel is not bounded here: every chunk sent holds one of the
@@ -174,7 +213,11 @@ impl FileHasher {
         in_order: Option<InOrder>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<(u64, Bytes)>();
-        let latest = Arc::new(Mutex::new(None));
+        let first = (next > 0).then(|| HashCheckpoint {
+            chunks: next,
+            state: hasher.save(),
+        });
+        let latest = Arc::new(Mutex::new(first));
         let out = latest.clone();
         let thread = std::thread::Builder::new()
             .name("modelferry-sha256".into())
@@ -262,8 +305,82 @@ fn hash_in_order(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::PathBuf;
+
     use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::job::NewJob;
+    use crate::source::FileIdentity;
+    use crate::store::Store;
+    use crate::upload::ChunkPlan;
+
+    /// A job of `size` bytes in chunks of 1000, as the store makes it.
+    async fn job(size: u64) -> (tempfile::TempDir, Job) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_path_buf()).await.unwrap();
+        let new = NewJob {
+            path: PathBuf::from("/drop/m.tar"),
+            identity: FileIdentity {
+                dev: 1,
+                ino: 2,
+                size,
+                mtime_ns: 3,
+            },
+            file_context: "model".into(),
+            is_adapter: false,
+            chunk_size: 1000,
+            watch_dir: None,
+        };
+        let id = store.admit(&new).await.unwrap();
+        (dir, store.job(id).await.unwrap())
+    }
+
+    fn hashed(data: &[u8]) -> ResumableSha256 {
+        let mut h = ResumableSha256::new();
+        h.update(data);
+        h
+    }
+
+    /// Bytes the pipeline hashes when it resumes the hash at chunk `from`.
+    fn bytes_hashed(plan: ChunkPlan, from: u64) -> u64 {
+        (from..plan.chunks()).map(|i| plan.range(i).1 as u64).sum()
+    }
+
+    #[tokio::test]
+    async fn a_file_dedupe_hashed_is_not_hashed_again() {
+        let data: Vec<u8> = (0..10_500u32).map(|i| (i * 13) as u8).collect();
+        let (_dir, mut job) = job(data.len() as u64).await;
+        let plan = ChunkPlan::new(job.size(), job.chunk_size);
+        let total = plan.chunks();
+        let whole = HashCheckpoint {
+            chunks: total,
+            state: hashed(&data).save(),
+        };
+
+        // Nothing saved, nothing from dedupe: every byte is hashed.
+        let (_, from) = resume_hash(&job, None, total);
+        assert_eq!(bytes_hashed(plan, from), data.len() as u64);
+
+        // Dedupe's pass: no byte is hashed again, and the hash is the file's.
+        let (h, from) = resume_hash(&job, Some(whole.clone()), total);
+        assert_eq!((from, bytes_hashed(plan, from)), (total, 0));
+        assert_eq!(h.finalize_hex(), hex::encode(Sha256::digest(&data)));
+
+        // The furthest sound checkpoint wins, whichever holds it.
+        job.hash_checkpoint = Some(HashCheckpoint {
+            chunks: 2,
+            state: hashed(&data[..2000]).save(),
+        });
+        assert_eq!(resume_hash(&job, Some(whole.clone()), total).1, total);
+        assert_eq!(resume_hash(&job, None, total).1, 2);
+        // One that does not cover what it says is ignored.
+        let short = HashCheckpoint {
+            chunks: total,
+            state: hashed(&data[..3000]).save(),
+        };
+        assert_eq!(resume_hash(&job, Some(short), total).1, 2);
+    }
 
     #[test]
     fn the_thread_hashes_chunks_given_out_of_order_in_file_order() {

@@ -20,7 +20,6 @@
 
 pub mod admit;
 mod backoff;
-pub mod cancel;
 mod checks;
 pub mod dedupe;
 mod hash;
@@ -166,6 +165,8 @@ pub(crate) struct JobCtx {
     pub progress: Arc<watch::Sender<JobProgress>>,
     /// The upload rate measured over the latest session of this run.
     pub pace: Arc<pace::Pace>,
+    /// The file's hash, when dedupe computed it in this run.
+    pub hashed: hash::RunHash,
 }
 
 /// Reads failures of the source file retried before the job fails.
@@ -199,8 +200,11 @@ impl Engine {
     }
 
     /// Carries job `id` as far as it goes: to a final state, a rejected key,
-    /// or `cancel`. In-flight chunk requests are let finish when cancelled;
-    /// the caller bounds that with its grace period.
+    /// or `cancel`. In-flight chunk requests are let finish when `cancel`
+    /// fires; the caller bounds that with its grace period. When the hold
+    /// ends instead (`modelferry cancel` from another process, the job
+    /// finished elsewhere, a lease lost) the job's work is dropped at once,
+    /// requests in flight included, so nothing more is sent for it.
     #[instrument(skip_all, fields(job_id = id, file = tracing::field::Empty))]
     pub async fn run_job(
         &self,
@@ -216,9 +220,7 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        // A lease can be lost mid-run (fleet mode): the run stops as if
-        // cancelled, and every write it might still make is refused.
-        let cancel = hold.stopped(&cancel);
+        let hold_ended = hold.stopped(&CancellationToken::new());
         let ctx = JobCtx {
             id,
             hold,
@@ -229,19 +231,29 @@ impl Engine {
             cancel,
             progress,
             pace: Arc::default(),
+            hashed: hash::RunHash::default(),
         };
-        // A cancel drops the job's work at once, requests in flight included.
-        let (cancelled, _watch) = cancel::watch_for_cancel(self.store.clone(), id);
-        let outcome = tokio::select! {
-            r = self.drive(&ctx) => r,
-            _ = cancelled.cancelled() => Ok(Outcome::Cancelled),
+        let (outcome, ended) = tokio::select! {
+            r = self.drive(&ctx) => (r, false),
+            _ = hold_ended.cancelled() => (Ok(Outcome::Interrupted), true),
         };
-        // A write the store refused because the job was cancelled meanwhile
-        // (before the watcher saw it) ends the same way.
+        // Its watcher ends with the run.
+        hold_ended.cancel();
+        // The job's state says how a stopped run ended: cancelled when
+        // `cancel` did it (seen by the hold, or as a write the store
+        // refused because of it). The hold also ends on this run's own
+        // last write (succeeded, failed), when it is seen before the run
+        // returns: only this holder writes those (under its lock, or as the
+        // instance its lease names), so the job says how it ended; a job
+        // another instance took over and finished is not this run's.
         let outcome = match outcome {
             Ok(Outcome::Succeeded { .. } | Outcome::Cancelled) => outcome,
-            other => match self.store.job_state(id).await {
-                Ok(JobState::Cancelled) => Ok(Outcome::Cancelled),
+            other => match self.store.job(id).await {
+                Ok(job) if job.state == JobState::Cancelled => Ok(Outcome::Cancelled),
+                Ok(job) if ended && job.instance.as_deref() == self.store.instance() => {
+                    ctx.show(&job);
+                    Ok(outcome_of(job))
+                }
                 _ => other,
             },
         };
@@ -282,14 +294,9 @@ impl Engine {
             }
             ctx.show(&job);
             let result = match job.state {
-                JobState::Succeeded => {
-                    return Ok(Outcome::Succeeded {
-                        model_id: job.model_id,
-                        dock_status_id: job.dock_status_id,
-                    })
+                JobState::Succeeded | JobState::Failed | JobState::Cancelled => {
+                    return Ok(outcome_of(job))
                 }
-                JobState::Failed => return Ok(Outcome::Failed(job.error.unwrap_or_default())),
-                JobState::Cancelled => return Ok(Outcome::Cancelled),
                 JobState::Queued => ctx.queued(&job).await,
                 JobState::Uploading => ctx.upload_all(&job).await,
                 JobState::Completing => ctx.complete(&job).await,
@@ -503,6 +510,20 @@ impl JobCtx {
     }
 }
 
+/// How a run that stopped at `job` ended: its final state's outcome, or
+/// interrupted while it is active.
+fn outcome_of(job: Job) -> Outcome {
+    match job.state {
+        JobState::Succeeded => Outcome::Succeeded {
+            model_id: job.model_id,
+            dock_status_id: job.dock_status_id,
+        },
+        JobState::Failed => Outcome::Failed(job.error.unwrap_or_default()),
+        JobState::Cancelled => Outcome::Cancelled,
+        _ => Outcome::Interrupted,
+    }
+}
+
 /// The job stage a failed platform call belongs to, as receipts name it.
 fn stage_of(op: Op) -> Stage {
     match op {
@@ -529,22 +550,5 @@ fn round(d: Duration) -> Duration {
         Duration::from_secs(d.as_secs())
     } else {
         Duration::from_millis(d.as_millis() as u64)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failure_stages_are_the_ones_the_platform_calls_name() {
-        for op in [
-            Op::StartSession,
-            Op::UploadChunk(3),
-            Op::Complete,
-            Op::DockStatus,
-        ] {
-            assert_eq!(stage_of(op).as_str(), op.stage(), "{op}");
-        }
     }
 }

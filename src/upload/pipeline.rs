@@ -10,10 +10,12 @@
 //! them to pre-flight's [`StreamVerifier`] for a gzip archive, whose verdict
 //! is awaited before the job may complete.
 //!
-//! Buffers come from a pool of `parallel_chunks + 2`, taken in chunk order
-//! and given back when both the upload and the hash are done with them, so
-//! memory stays near `(parallel_chunks + 2) × chunk_size` and the chunk the
-//! hasher waits for always has its buffer. Chunks the platform already
+//! Buffers come from a pool of `parallel_chunks + 2` (plus
+//! [`StreamVerifier::HOLDS`] for a gzip archive: buffers the verifier may
+//! keep), taken in chunk order and given back when the upload, the hash and
+//! the verifier are done with them, so memory stays near that many chunk
+//! sizes, `parallel_chunks` uploads stay in flight, and the chunk the hasher
+//! waits for always has its buffer. Chunks the platform already
 //! acknowledged are not sent again; those the saved hash state does not
 //! cover are read once more to finish the file's hash, and must match the
 //! checksum recorded with their acknowledgement (XXH3, or SHA-256 for
@@ -28,9 +30,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 use tracing::{debug, Instrument};
 
-use super::hash::{FileHasher, InOrder};
-use super::{ChunkPlan, JobCtx, ResumableSha256, StepError};
+use super::hash::{resume_hash, FileHasher, InOrder};
+use super::{ChunkPlan, JobCtx, StepError};
 use crate::job::{ChunkAck, ChunkChecksum, Job, SessionRecord};
+use crate::platform::{IdKind, Op, PlatformId};
 use crate::preflight::StreamVerifier;
 use crate::source::{SourceError, SourceFile};
 use crate::store::StoreError;
@@ -140,7 +143,8 @@ struct Run {
     src: Arc<SourceFile>,
     plan: ChunkPlan,
     session: SessionRecord,
-    session_id: Arc<str>,
+    /// The session's id, checked once for all its chunks.
+    session_id: PlatformId,
     file_name: Arc<str>,
     hasher: FileHasher,
     /// Uploads in flight at once: `parallel_chunks`.
@@ -169,6 +173,12 @@ pub(super) async fn upload_chunks(
         }
         .into());
     }
+    // The id is stored from the platform's answer: checked once here, not
+    // again for every chunk.
+    let first = (0..total).find(|i| !acked.contains_key(i)).unwrap_or(0);
+    let session_id =
+        ctx.platform
+            .check_id(Op::UploadChunk(first), IdKind::Session, &session.session_id)?;
     let path = job.path.clone();
     let identity = job.identity;
     let src =
@@ -186,16 +196,7 @@ pub(super) async fn upload_chunks(
             as InOrder
     });
 
-    // Resume the file hash where the saved state left it, if it is sound.
-    let (hasher, hashed_through) = job
-        .hash_checkpoint
-        .as_ref()
-        .and_then(|cp| {
-            let h = ResumableSha256::restore(&cp.state)?;
-            let covered = (cp.chunks * job.chunk_size).min(job.size());
-            (cp.chunks <= total && h.len() == covered).then_some((h, cp.chunks))
-        })
-        .unwrap_or_else(|| (ResumableSha256::new(), 0));
+    let (hasher, hashed_through) = resume_hash(job, ctx.hashed.get(), total);
 
     let done_bytes: u64 = acked.keys().map(|&i| plan.range(i).1 as u64).sum();
     ctx.progress.send_modify(|p| {
@@ -211,7 +212,7 @@ pub(super) async fn upload_chunks(
         src: src.clone(),
         plan,
         session: session.clone(),
-        session_id: session.session_id.as_str().into(),
+        session_id,
         file_name: part_name(&job.file_name).into(),
         hasher: FileHasher::start(hasher, hashed_through, in_order)
             .map_err(|e| StepError::Task(format!("cannot start the file hash thread: {e}")))?,
@@ -219,8 +220,10 @@ pub(super) async fn upload_chunks(
         started: Instant::now(),
     });
     // One buffer per upload in flight, one being read, one the hasher may
-    // still be finishing.
-    let pool = BufferPool::new(parallel + 2);
+    // still be finishing, and those the stream verifier may keep: without
+    // them a slow inflate would take buffers from the uploads.
+    let kept = verifier.as_ref().map_or(0, |_| StreamVerifier::HOLDS);
+    let pool = BufferPool::new(parallel + 2 + kept);
     let mut tasks: JoinSet<Result<(), StepError>> = JoinSet::new();
     let mut cancelled = false;
     let mut first_err = None;
@@ -390,7 +393,7 @@ async fn upload_one(
         .ack_chunk(
             ctx.id,
             &ctx.hold,
-            &run.session_id,
+            run.session_id.as_str(),
             &ack,
             checkpoint.as_ref(),
         )

@@ -56,7 +56,12 @@ async fn interrupted_old_job(env: &Env, file: &std::path::Path, acked: u64, bad:
     let chunk = |i: u64| &data[(i * CHUNK) as usize..((i + 1) * CHUNK).min(size) as usize];
     for i in 0..acked {
         client
-            .upload_chunk(&sid, i, &name, bytes::Bytes::copy_from_slice(chunk(i)))
+            .upload_chunk(
+                &info.session_id,
+                i,
+                &name,
+                bytes::Bytes::copy_from_slice(chunk(i)),
+            )
             .await
             .unwrap();
     }

@@ -29,7 +29,7 @@ use std::time::SystemTime;
 
 use super::error::{Result, StoreError};
 pub use super::hold::Hold;
-use super::hold::{HoldInner, Proof};
+use super::hold::{HoldInner, LockFileProof, Proof};
 use super::lock::lock_job;
 use super::open::SqliteStore;
 use super::pg::{FleetOptions, Lease, PgBackend};
@@ -201,7 +201,7 @@ impl Store {
                 Ok(Hold(Arc::new(HoldInner {
                     job: id,
                     store: b.path.to_path_buf(),
-                    proof: Proof::LockFile(lock),
+                    proof: Proof::LockFile(LockFileProof::new(lock, self.clone())),
                 })))
             }
             Backend::Postgres(b) => {
