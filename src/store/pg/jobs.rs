@@ -489,33 +489,16 @@ async fn newest(
 
 /// Why a guarded write for held job `id` changed nothing: the job is gone,
 /// its lease is another's, or (with `to`) the rules refuse the move.
-async fn refusal(
+pub(super) async fn refusal(
     c: &impl GenericClient,
     id: JobId,
     fence: Fence<'_>,
     to: Option<JobState>,
 ) -> StoreError {
-    let row = match c
-        .query_opt(
-            "SELECT state, instance, lease_token FROM jobs WHERE id = $1",
-            &[&id],
-        )
-        .await
-    {
+    let row = match fenced_row(c, id, fence).await {
         Ok(row) => row,
-        Err(e) => return pg_error(e),
+        Err(e) => return e,
     };
-    let Some(row) = row else {
-        return StoreError::NotFound(id);
-    };
-    let instance: Option<String> = row.get("instance");
-    let token: i64 = row.get("lease_token");
-    if instance.as_deref() != Some(fence.instance) || token != fence.token {
-        return StoreError::LeaseLost {
-            job: id,
-            instance: fence.instance.to_string(),
-        };
-    }
     let state: String = row.get("state");
     match (to, state.parse::<JobState>()) {
         (Some(to), Ok(from)) => StoreError::InvalidTransition { job: id, from, to },
@@ -528,6 +511,33 @@ async fn refusal(
             session: String::new(),
         },
     }
+}
+
+/// Job `id`'s row (`state`), or why a write fenced by `fence` cannot be
+/// this holder's: the job is gone ([`StoreError::NotFound`]) or its lease
+/// is another's ([`StoreError::LeaseLost`]).
+pub(super) async fn fenced_row(
+    c: &impl GenericClient,
+    id: JobId,
+    fence: Fence<'_>,
+) -> Result<tokio_postgres::Row> {
+    let row = c
+        .query_opt(
+            "SELECT state, instance, lease_token FROM jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(pg_error)?
+        .ok_or(StoreError::NotFound(id))?;
+    let instance: Option<String> = row.get("instance");
+    let token: i64 = row.get("lease_token");
+    if instance.as_deref() != Some(fence.instance) || token != fence.token {
+        return Err(StoreError::LeaseLost {
+            job: id,
+            instance: fence.instance.to_string(),
+        });
+    }
+    Ok(row)
 }
 
 /// Paths are stored and shown as text: one that is not UTF-8 would be

@@ -127,8 +127,8 @@ async fn prune_keeps_what_recognises_the_file_and_nothing_else() {
         .unwrap();
     assert!(found.id == unfiled || found.id == running || found.id == done);
     // Once filed, the daemon job is pruned too; a second prune finds nothing.
-    s.plan_filing(unfiled, None).await.unwrap();
-    s.finish_filing(unfiled, crate::job::FilingState::Skipped)
+    s.plan_filing(unfiled, None, None).await.unwrap();
+    s.finish_filing(unfiled, None, crate::job::FilingState::Skipped)
         .await
         .unwrap();
     assert_eq!(s.prune(later).await.unwrap(), 1);

@@ -60,17 +60,7 @@ async fn a_lease_fences_a_holder_whose_job_was_taken_over() {
     let stale = held.clone();
     let stopped = held.stopped(&tokio_util::sync::CancellationToken::new());
     held.stop_renewing();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let taken = loop {
-        match b.hold(id).await {
-            Ok(h) => break h,
-            Err(StoreError::Busy(_)) => {
-                assert!(std::time::Instant::now() < deadline, "never taken over");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let taken = take_over(b, id).await;
     assert!(!stale.is_live(), "the old holder knows by its own clock");
     // The new holder resumes the same session with the chunk acknowledged.
     let job = b.job(id).await.unwrap();
@@ -129,6 +119,94 @@ async fn renewal_keeps_a_lease_and_sees_a_job_finished_elsewhere() {
         .await
         .expect("the holder saw the job finished elsewhere within 2 s");
     s[0].release(held).await;
+}
+
+/// `b` takes job `id` once `a`'s lease on it ran out.
+async fn take_over(b: &Store, id: JobId) -> Hold {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match b.hold(id).await {
+            Ok(h) => return h,
+            Err(StoreError::Busy(_)) => {
+                assert!(std::time::Instant::now() < deadline, "never taken over");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hold_on_a_finished_job_keeps_its_lease() {
+    let Some(c) = Cluster::start("a_hold_on_a_finished_job_keeps_its_lease") else {
+        return;
+    };
+    let lease = Duration::from_secs(1);
+    let (_, s) = fleet(&c, 2, lease).await;
+    let id = s[0]
+        .admit(&new_job_at("/drop/m.tar", 4096, Some(Path::new("/drop"))))
+        .await
+        .unwrap();
+    drive_to(&s[0], id, JobState::Failed).await;
+    // The filer's hold: a long filing outlasts many renewals.
+    let held = s[0].hold(id).await.unwrap();
+    let stopped = held.stopped(&tokio_util::sync::CancellationToken::new());
+    tokio::time::sleep(lease * 2).await;
+    assert!(held.is_live() && !stopped.is_cancelled());
+    assert!(matches!(s[1].hold(id).await, Err(StoreError::Busy(_))));
+    s[0].plan_filing(id, Some(&held), None).await.unwrap();
+    s[0].finish_filing(id, Some(&held), FilingState::Skipped)
+        .await
+        .unwrap();
+    s[0].release(held).await;
+}
+
+#[tokio::test]
+async fn a_stale_filer_is_refused_after_a_takeover() {
+    let Some(c) = Cluster::start("a_stale_filer_is_refused_after_a_takeover") else {
+        return;
+    };
+    let lease = Duration::from_secs(1);
+    let (_, s) = fleet(&c, 2, lease).await;
+    let (a, b) = (&s[0], &s[1]);
+    let id = a
+        .admit(&new_job_at("/drop/m.tar", 4096, Some(Path::new("/drop"))))
+        .await
+        .unwrap();
+    drive_to(a, id, JobState::Failed).await;
+    let stale = a.hold(id).await.unwrap();
+    a.plan_filing(id, Some(&stale), Some(Path::new("/failed/m.tar")))
+        .await
+        .unwrap();
+    // The filer freezes mid-filing; its lease runs out and `b` takes over.
+    stale.stop_renewing();
+    let taken = take_over(b, id).await;
+    assert!(!stale.is_live());
+    let before = b.job(id).await.unwrap();
+    let lost = |r: Result<(), StoreError>| match r {
+        Err(StoreError::LeaseLost { job, instance }) => {
+            assert_eq!((job, instance.as_str()), (id, "host-a"))
+        }
+        other => panic!("a stale filing write was not refused: {other:?}"),
+    };
+    lost(a.finish_filing(id, Some(&stale), FilingState::Done).await);
+    lost(a.note_filing_error(id, Some(&stale), "filing: x").await);
+    lost(a.plan_filing(id, Some(&stale), None).await);
+    assert_eq!(
+        b.job(id).await.unwrap(),
+        before,
+        "a refused write changed the job"
+    );
+    // Its new holder files it.
+    b.finish_filing(id, Some(&taken), FilingState::Done)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.job(id).await.unwrap().filing.unwrap().state,
+        FilingState::Done
+    );
+    b.release(taken).await;
+    a.release(stale).await;
 }
 
 #[tokio::test]
@@ -270,10 +348,12 @@ async fn a_job_goes_its_whole_way_in_postgresql() {
         "the finished daemon jobs"
     );
     let done = unfiled[0].id;
-    s.plan_filing(done, Some(Path::new("/done/w.tar")))
+    s.plan_filing(done, None, Some(Path::new("/done/w.tar")))
         .await
         .unwrap();
-    s.finish_filing(done, FilingState::Done).await.unwrap();
+    s.finish_filing(done, None, FilingState::Done)
+        .await
+        .unwrap();
     assert_eq!(
         s.unfiled().await.unwrap().len(),
         JobState::FINISHED.len() - 1
