@@ -248,6 +248,6 @@ pub async fn finish(
 }
 
 async fn read_job(config: &Config, id: JobId) -> Option<Job> {
-    let store = Store::from_config(config).await.ok()?;
+    let store = Store::from_config_without_migrating(config).await.ok()??;
     store.job(id).await.ok()
 }

@@ -60,6 +60,17 @@ pub enum StoreError {
         /// The newest schema version this modelferry knows.
         known: i64,
     },
+    /// Fleet mode, a command that never migrates (`check`, `status`,
+    /// `--dry-run`): the database's schema is older than this modelferry's.
+    #[error("state database {db}: schema version {found} is older than this modelferry's ({known}); `modelferry run` or `upload` migrates it")]
+    SchemaTooOld {
+        /// The database.
+        db: String,
+        /// The database's schema version (0: never migrated).
+        found: i64,
+        /// The schema version this modelferry knows.
+        known: i64,
+    },
     /// A SQLite error not yet given its context; the [`Store`](super::Store)
     /// interface turns it into [`StoreError::Database`].
     #[error("state database: {0}")]

@@ -127,18 +127,32 @@ impl Store {
     }
 
     /// The store `config` names: PostgreSQL with `state.url`, else SQLite
-    /// in `state.dir`.
+    /// in `state.dir`; migrated (`run`, `upload`).
     pub async fn from_config(config: &crate::config::Config) -> anyhow::Result<Store> {
-        let Some(url) = &config.state.url else {
+        let Some(opts) = fleet_options(config)? else {
             return Ok(Store::open(config.state.dir.clone()).await?);
         };
-        let opts = FleetOptions {
-            url: url.clone(),
-            password: config.load_db_password()?,
-            instance: config.fleet.instance.clone(),
-            lease: config.fleet.lease,
-        };
         Ok(Store::connect(opts).await?)
+    }
+
+    /// The store `config` names, as it is: never created nor migrated
+    /// (`check`, `status`, `--dry-run`). `None` while there is no database
+    /// yet (SQLite: no file; PostgreSQL: never migrated), so no jobs. SQLite
+    /// is opened read-only; in both a schema other than this binary's is an
+    /// error naming both versions.
+    pub async fn from_config_without_migrating(
+        config: &crate::config::Config,
+    ) -> anyhow::Result<Option<Store>> {
+        let Some(opts) = fleet_options(config)? else {
+            return Ok(Store::open_read_only(config.state.dir.clone()).await?);
+        };
+        match PgBackend::connect_without_migrating(opts).await {
+            Ok(b) => Ok(Some(Store {
+                backend: Backend::Postgres(b),
+            })),
+            Err(StoreError::SchemaTooOld { found: 0, .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Where the jobs are, for messages.
@@ -447,6 +461,19 @@ impl Store {
             }
         }
     }
+}
+
+/// Fleet mode's options from `config`; `None` for SQLite.
+fn fleet_options(config: &crate::config::Config) -> anyhow::Result<Option<FleetOptions>> {
+    let Some(url) = &config.state.url else {
+        return Ok(None);
+    };
+    Ok(Some(FleetOptions {
+        url: url.clone(),
+        password: config.load_db_password()?,
+        instance: config.fleet.instance.clone(),
+        lease: config.fleet.lease,
+    }))
 }
 
 #[cfg(test)]

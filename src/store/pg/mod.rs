@@ -66,18 +66,31 @@ struct PgInner {
 impl PgBackend {
     /// Connects, and migrates the schema under an advisory lock.
     pub async fn connect(opts: FleetOptions) -> Result<PgBackend> {
-        let db = PathBuf::from(opts.url.as_str());
-        let pool = Pool::new(&opts)?;
-        let backend = PgBackend(Arc::new(PgInner {
-            pool,
-            db,
-            instance: opts.instance.into(),
-            lease: opts.lease,
-        }));
+        let backend = PgBackend::new(opts)?;
         backend
             .ctx("migrating the schema", backend.migrate())
             .await?;
         Ok(backend)
+    }
+
+    /// Connects without migrating: nothing is written to check the schema,
+    /// and a schema other than this binary's is an error naming both
+    /// versions ([`StoreError::SchemaTooOld`], [`StoreError::SchemaTooNew`]).
+    pub async fn connect_without_migrating(opts: FleetOptions) -> Result<PgBackend> {
+        let backend = PgBackend::new(opts)?;
+        backend
+            .ctx("reading the schema version", backend.check_schema())
+            .await?;
+        Ok(backend)
+    }
+
+    fn new(opts: FleetOptions) -> Result<PgBackend> {
+        Ok(PgBackend(Arc::new(PgInner {
+            pool: Pool::new(&opts)?,
+            db: PathBuf::from(opts.url.as_str()),
+            instance: opts.instance.into(),
+            lease: opts.lease,
+        })))
     }
 
     /// The database's URL (without a password), as messages and holds name it.

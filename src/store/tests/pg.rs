@@ -275,6 +275,70 @@ async fn migrations_run_once_and_a_newer_schema_is_refused() {
 }
 
 #[tokio::test]
+async fn only_run_and_upload_migrate_and_a_current_schema_is_not_written() {
+    let Some(c) = Cluster::start("only_run_and_upload_migrate") else {
+        return;
+    };
+    let url = c.database();
+    let lease = Duration::from_secs(30);
+    // Never migrated: no schema, no jobs, and nothing is created.
+    let reader = PgBackend::connect_without_migrating(opts(&url, "r", lease)).await;
+    assert!(
+        matches!(reader, Err(StoreError::SchemaTooOld { found: 0, .. })),
+        "{:?}",
+        reader.err()
+    );
+    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'";
+    assert_eq!(c.sql_in(&url, tables).trim(), "0");
+
+    Store::connect(opts(&url, "a", lease)).await.unwrap();
+    // The row's transaction id moves with any write to it.
+    let xmin = "SELECT xmin::text FROM modelferry_schema";
+    let written = c.sql_in(&url, xmin);
+    Store::connect(opts(&url, "b", lease)).await.unwrap();
+    PgBackend::connect_without_migrating(opts(&url, "r", lease))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.sql_in(&url, xmin),
+        written,
+        "a current schema was written"
+    );
+
+    // An older schema: named with both versions, and left as it is.
+    c.sql_in(&url, "UPDATE modelferry_schema SET version = 1");
+    let err = PgBackend::connect_without_migrating(opts(&url, "r", lease))
+        .await
+        .expect_err("refused");
+    let known = crate::store::PG_SCHEMA_VERSION;
+    assert!(
+        matches!(err, StoreError::SchemaTooOld { found: 1, known: k, .. } if k == known),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&format!(
+            "schema version 1 is older than this modelferry's ({known})"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        c.sql_in(&url, "SELECT version FROM modelferry_schema")
+            .trim(),
+        "1"
+    );
+    c.sql_in(
+        &url,
+        &format!("UPDATE modelferry_schema SET version = {known}"),
+    );
+    // Newer: refused the same way with or without migrating.
+    c.sql_in(&url, "UPDATE modelferry_schema SET version = 99");
+    assert!(matches!(
+        PgBackend::connect_without_migrating(opts(&url, "r", lease)).await,
+        Err(StoreError::SchemaTooNew { found: 99, .. })
+    ));
+}
+
+#[tokio::test]
 async fn the_password_never_appears_in_an_error() {
     let Some(c) = Cluster::start("the_password_never_appears_in_an_error") else {
         return;
