@@ -277,6 +277,11 @@ impl PgBackend {
         .await
     }
 
+    /// One statement, prepared once per connection, and no explicit
+    /// transaction: the job's row and the chunk's change together or not at
+    /// all. As in SQLite the session and (here) the lease guard the write,
+    /// and the hash checkpoint only moves forward; the chunk is written only
+    /// when the job's row was (zero rows: refused, and why is looked up).
     pub(crate) async fn ack_chunk(
         &self,
         id: JobId,
@@ -285,22 +290,31 @@ impl PgBackend {
         ack: &ChunkAck,
         checkpoint: Option<&HashCheckpoint>,
     ) -> Result<()> {
+        const ACK: &str = "WITH j AS (\
+             UPDATE jobs SET updated_at = $3, error = NULL, next_retry_at = NULL, \
+             hash_state = CASE WHEN $4 > hashed_chunks THEN $5 ELSE hash_state END, \
+             hashed_chunks = GREATEST(hashed_chunks, $4) \
+             WHERE id = $1 AND state = $6 AND session_id = $2 \
+             AND instance = $7 AND lease_token = $8 RETURNING id) \
+             INSERT INTO chunks (job_id, idx, size, sha256, xxh3, acked_at) \
+             SELECT j.id, $9::BIGINT, $10::BIGINT, $11::TEXT, $12::BIGINT, $3 FROM j \
+             ON CONFLICT (job_id, idx) DO UPDATE SET size = EXCLUDED.size, \
+             sha256 = EXCLUDED.sha256, xxh3 = EXCLUDED.xxh3, acked_at = EXCLUDED.acked_at";
         let now = to_ms(SystemTime::now());
         let (hashed, state) = match checkpoint {
             Some(cp) => (cp.chunks as i64, Some(cp.state.as_slice())),
             None => (0, None),
         };
+        let (sha256, xxh3) = match &ack.checksum {
+            ChunkChecksum::Sha256(h) => (Some(h.as_str()), None),
+            // Stored as the same 64 bits, signed (BIGINT).
+            ChunkChecksum::Xxh3(h) => (None, Some(*h as i64)),
+        };
         let mut conn = self.0.pool.get().await?;
-        let tx = conn.transaction().await.map_err(pg_error)?;
-        // As in SQLite: the session and (here) the lease guard the write,
-        // and the hash checkpoint only moves forward.
-        let changed = tx
+        let statement = conn.prepared(ACK).await?;
+        let changed = conn
             .execute(
-                "UPDATE jobs SET updated_at = $3, error = NULL, next_retry_at = NULL, \
-                 hash_state = CASE WHEN $4 > hashed_chunks THEN $5 ELSE hash_state END, \
-                 hashed_chunks = GREATEST(hashed_chunks, $4) \
-                 WHERE id = $1 AND state = $6 AND session_id = $2 \
-                 AND instance = $7 AND lease_token = $8",
+                &statement,
                 &[
                     &id,
                     &session_id,
@@ -310,12 +324,16 @@ impl PgBackend {
                     &JobState::Uploading.as_str(),
                     &fence.instance,
                     &fence.token,
+                    &(ack.index as i64),
+                    &(ack.size as i64),
+                    &sha256,
+                    &xxh3,
                 ],
             )
             .await
             .map_err(pg_error)?;
         if changed == 0 {
-            return Err(match refusal(&tx, id, fence, None).await {
+            return Err(match refusal(&*conn, id, fence, None).await {
                 StoreError::StaleSession { .. } => StoreError::StaleSession {
                     job: id,
                     session: session_id.to_string(),
@@ -323,26 +341,7 @@ impl PgBackend {
                 other => other,
             });
         }
-        let (sha256, xxh3) = match &ack.checksum {
-            ChunkChecksum::Sha256(h) => (Some(h.as_str()), None),
-            // Stored as the same 64 bits, signed (BIGINT).
-            ChunkChecksum::Xxh3(h) => (None, Some(*h as i64)),
-        };
-        tx.execute(
-            "INSERT INTO chunks (job_id, idx, size, sha256, xxh3, acked_at) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (job_id, idx) DO UPDATE SET size = $3, sha256 = $4, xxh3 = $5, acked_at = $6",
-            &[
-                &id,
-                &(ack.index as i64),
-                &(ack.size as i64),
-                &sha256,
-                &xxh3,
-                &now,
-            ],
-        )
-        .await
-        .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)
+        Ok(())
     }
 
     pub(crate) async fn begin_complete(

@@ -37,11 +37,14 @@ impl PgBackend {
         self.select(&sql, &args).await
     }
 
-    /// The job's state alone.
+    /// The job's state alone (polled often: prepared once per connection).
     pub(crate) async fn job_state(&self, id: JobId) -> Result<JobState> {
-        let conn = self.0.pool.get().await?;
+        let mut conn = self.0.pool.get().await?;
+        let statement = conn
+            .prepared("SELECT state FROM jobs WHERE id = $1")
+            .await?;
         let row = conn
-            .query_opt("SELECT state FROM jobs WHERE id = $1", &[&id])
+            .query_opt(&statement, &[&id])
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound(id))?;

@@ -388,6 +388,13 @@ async fn a_job_goes_its_whole_way_in_postgresql() {
     s.start_session(id, &h, &session("s"), "m").await.unwrap();
     s.ack_chunk(id, &h, "s", &ack(1), Some(&cp)).await.unwrap();
     s.ack_chunk(id, &h, "s", &ack(0), None).await.unwrap();
+    // Acknowledged again (a resent chunk): the newer record stands.
+    let again = ChunkAck {
+        checksum: ChunkChecksum::Sha256("ab".into()),
+        ..ack(0)
+    };
+    s.ack_chunk(id, &h, "s", &again, None).await.unwrap();
+    assert_eq!(s.acked_chunks(id).await.unwrap(), vec![again, ack(1)]);
     assert!(matches!(
         s.ack_chunk(id, &h, "old", &ack(2), None).await,
         Err(StoreError::StaleSession { .. })
