@@ -32,15 +32,16 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(b) => {
                 let dest = dest.map(Path::to_path_buf);
-                b.call(format!("job {id}: planning its filing"), move |db| {
-                    db.plan_filing(id, dest.as_deref())
-                })
+                b.call(
+                    || format!("job {id}: planning its filing"),
+                    move |db| db.plan_filing(id, dest.as_deref()),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 let fence = hold.map(Hold::fence).transpose()?;
                 b.ctx(
-                    format!("job {id}: planning its filing"),
+                    || format!("job {id}: planning its filing"),
                     b.plan_filing(id, fence, dest),
                 )
                 .await
@@ -58,15 +59,16 @@ impl Store {
         self.check_some(id, hold)?;
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("job {id}: recording its filing"), move |db| {
-                    db.finish_filing(id, state)
-                })
+                b.call(
+                    || format!("job {id}: recording its filing"),
+                    move |db| db.finish_filing(id, state),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 let fence = hold.map(Hold::fence).transpose()?;
                 b.ctx(
-                    format!("job {id}: recording its filing"),
+                    || format!("job {id}: recording its filing"),
                     b.finish_filing(id, fence, state),
                 )
                 .await
@@ -85,15 +87,16 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(b) => {
                 let error = error.to_string();
-                b.call(format!("job {id}: recording a filing error"), move |db| {
-                    db.note_filing_error(id, &error)
-                })
+                b.call(
+                    || format!("job {id}: recording a filing error"),
+                    move |db| db.note_filing_error(id, &error),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 let fence = hold.map(Hold::fence).transpose()?;
                 b.ctx(
-                    format!("job {id}: recording a filing error"),
+                    || format!("job {id}: recording a filing error"),
                     b.note_filing_error(id, fence, error),
                 )
                 .await

@@ -68,7 +68,7 @@ impl PgBackend {
     pub async fn connect(opts: FleetOptions) -> Result<PgBackend> {
         let backend = PgBackend::new(opts)?;
         backend
-            .ctx("migrating the schema", backend.migrate())
+            .ctx(|| "migrating the schema".into(), backend.migrate())
             .await?;
         Ok(backend)
     }
@@ -79,7 +79,10 @@ impl PgBackend {
     pub async fn connect_without_migrating(opts: FleetOptions) -> Result<PgBackend> {
         let backend = PgBackend::new(opts)?;
         backend
-            .ctx("reading the schema version", backend.check_schema())
+            .ctx(
+                || "reading the schema version".into(),
+                backend.check_schema(),
+            )
             .await?;
         Ok(backend)
     }
@@ -108,16 +111,17 @@ impl PgBackend {
         self.0.lease
     }
 
-    /// Runs `f`, giving a PostgreSQL error the database and `doing`, once.
+    /// Runs `f`, giving a PostgreSQL error the database and `doing`, once:
+    /// only then is its text made.
     pub(super) async fn ctx<R>(
         &self,
-        doing: impl Into<String>,
+        doing: impl FnOnce() -> String,
         f: impl std::future::Future<Output = Result<R>>,
     ) -> Result<R> {
         f.await.map_err(|e| match e {
             StoreError::Pg(error) => StoreError::Postgres {
                 db: self.0.db.display().to_string(),
-                doing: doing.into(),
+                doing: doing(),
                 detail: error,
             },
             other => other,
