@@ -85,6 +85,15 @@ pub enum StoreError {
         /// The state asked for.
         to: JobState,
     },
+    /// A note for a job being driven (a retry, a rejected key) found it no
+    /// longer active: cancelled or finished meanwhile, whose reason stays.
+    #[error("job {job}: it is {state}, no longer active; the note is refused")]
+    NotActive {
+        /// The job.
+        job: JobId,
+        /// Its state now.
+        state: JobState,
+    },
     /// The job's filing is not at a step from which the rules allow `to`,
     /// or the job is not finished.
     #[error("job {job} ({state}): filing cannot go from {} to {to}", from.map_or("not planned", |f| f.as_str()))]

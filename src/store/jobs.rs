@@ -354,13 +354,27 @@ impl SqliteStore {
         error: &str,
         next_retry_at: Option<SystemTime>,
     ) -> Result<()> {
+        // Only while the job is active: a note landing after a cancel (or
+        // any finish) must not overwrite the reason it ended.
+        let sql = format!(
+            "UPDATE jobs AS j SET error = ?2, next_retry_at = ?3, attempts = attempts + 1, \
+             updated_at = ?4 WHERE j.id = ?1 AND {}",
+            state_in(&JobState::ACTIVE)
+        );
         let changed = self.conn.execute(
-            "UPDATE jobs SET error = ?2, next_retry_at = ?3, attempts = attempts + 1, updated_at = ?4 \
-             WHERE id = ?1",
-            params![id, error, next_retry_at.map(to_ms), to_ms(SystemTime::now())],
+            &sql,
+            params![
+                id,
+                error,
+                next_retry_at.map(to_ms),
+                to_ms(SystemTime::now())
+            ],
         )?;
         if changed == 0 {
-            return Err(StoreError::NotFound(id));
+            return Err(StoreError::NotActive {
+                job: id,
+                state: self.job_state(id)?,
+            });
         }
         Ok(())
     }

@@ -426,11 +426,17 @@ impl PgBackend {
         error: &str,
         next_retry_at: Option<SystemTime>,
     ) -> Result<()> {
+        // Only while the job is active: a note landing after a cancel (or
+        // any finish) must not overwrite the reason it ended.
+        let sql = format!(
+            "UPDATE jobs AS j SET error = $2, next_retry_at = $3, attempts = attempts + 1, \
+             updated_at = $4 WHERE j.id = $1 AND j.instance = $5 AND j.lease_token = $6 AND {}",
+            state_in(&JobState::ACTIVE)
+        );
         let conn = self.0.pool.get().await?;
         let changed = conn
             .execute(
-                "UPDATE jobs SET error = $2, next_retry_at = $3, attempts = attempts + 1, \
-                 updated_at = $4 WHERE id = $1 AND instance = $5 AND lease_token = $6",
+                &sql,
                 &[
                     &id,
                     &error,
@@ -443,7 +449,11 @@ impl PgBackend {
             .await
             .map_err(pg_error)?;
         if changed == 0 {
-            return Err(refusal(&*conn, id, fence, None).await);
+            let row = fenced_row(&*conn, id, fence).await?;
+            return Err(StoreError::NotActive {
+                job: id,
+                state: row_state(id, &row)?,
+            });
         }
         Ok(())
     }
@@ -498,18 +508,25 @@ pub(super) async fn refusal(
         Ok(row) => row,
         Err(e) => return e,
     };
-    let state: String = row.get("state");
-    match (to, state.parse::<JobState>()) {
+    match (to, row_state(id, &row)) {
         (Some(to), Ok(from)) => StoreError::InvalidTransition { job: id, from, to },
-        (_, Err(e)) => StoreError::Corrupt {
-            job: id,
-            detail: e.to_string(),
-        },
+        (_, Err(e)) => e,
         (None, Ok(_)) => StoreError::StaleSession {
             job: id,
             session: String::new(),
         },
     }
+}
+
+/// The `state` column of job `id`'s row.
+fn row_state(id: JobId, row: &tokio_postgres::Row) -> Result<JobState> {
+    let state: String = row.get("state");
+    state
+        .parse()
+        .map_err(|e: crate::job::UnknownState| StoreError::Corrupt {
+            job: id,
+            detail: e.to_string(),
+        })
 }
 
 /// Job `id`'s row (`state`), or why a write fenced by `fence` cannot be

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use tokio_postgres::types::ToSql;
 
+use super::jobs::refusal;
 use super::{pg_error, PgBackend};
 use crate::job::{FilingState, Job, JobId, JobState, Stage};
 use crate::store::error::{Result, StoreError};
@@ -213,19 +214,7 @@ impl PgBackend {
             .await
             .map_err(pg_error)?;
         if changed == 0 {
-            drop(conn);
-            let job = self.job(id).await?;
-            if job.instance.as_deref() != Some(fence.instance) {
-                return Err(StoreError::LeaseLost {
-                    job: id,
-                    instance: fence.instance.to_string(),
-                });
-            }
-            return Err(StoreError::InvalidTransition {
-                job: id,
-                from: job.state,
-                to,
-            });
+            return Err(refusal(&*conn, id, fence, Some(to)).await);
         }
         Ok(())
     }

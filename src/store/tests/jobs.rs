@@ -119,6 +119,34 @@ async fn wrong_transitions_are_errors_not_no_ops() {
 }
 
 #[tokio::test]
+async fn a_note_after_a_cancel_is_refused_and_the_reason_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path()).await;
+    let id = new_job(&s, 10).await;
+    let h = s.hold(id).await.unwrap();
+    s.start_session(id, &h, &session("s"), "m").await.unwrap();
+    s.note_error(id, &h, "timed out", None).await.unwrap();
+    s.cancel(id, "cancelled by the operator").await.unwrap();
+    // The engine's retry note lands after the cancel.
+    let late = SystemTime::now() + Duration::from_secs(5);
+    assert!(matches!(
+        s.note_error(id, &h, "timed out again", Some(late)).await,
+        Err(StoreError::NotActive {
+            state: JobState::Cancelled,
+            ..
+        })
+    ));
+    let j = s.job(id).await.unwrap();
+    assert_eq!(j.error.as_deref(), Some("cancelled by the operator"));
+    assert_eq!((j.attempts, j.next_retry_at), (1, None));
+    let other = s.hold(999).await.unwrap();
+    assert!(matches!(
+        s.note_error(999, &other, "x", None).await,
+        Err(StoreError::NotFound(999))
+    ));
+}
+
+#[tokio::test]
 async fn every_transition_the_rules_allow_is_taken_and_no_other() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path()).await;

@@ -81,6 +81,7 @@ async fn a_lease_fences_a_holder_whose_job_was_taken_over() {
     lost(a.start_session(id, &stale, &session("s2"), "m").await);
     lost(a.fail(id, &stale, &Failure::new(Stage::Upload, "x")).await);
     lost(a.note_error(id, &stale, "x", None).await);
+    lost(a.succeed_duplicate(id, &stale, "x", &before).await);
     let mut after = b.job(id).await.unwrap();
     after.updated_at = before.updated_at;
     assert_eq!(after, before, "a refused write changed the job");
@@ -90,6 +91,29 @@ async fn a_lease_fences_a_holder_whose_job_was_taken_over() {
     b.release(taken).await;
     // Released: taken at once by anyone.
     a.release(a.hold(id).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_stale_hold_of_the_same_instance_is_fenced_by_its_token() {
+    let Some(c) = Cluster::start("a_stale_hold_of_the_same_instance") else {
+        return;
+    };
+    let (_, s) = fleet(&c, 1, Duration::from_secs(1)).await;
+    let s = &s[0];
+    let id = s.admit(&new_job_at("/u/a.tar", 4096, None)).await.unwrap();
+    let stale = s.hold(id).await.unwrap();
+    stale.stop_renewing();
+    // The same instance takes the job again once the lease ran out (a
+    // restarted task): the old hold's token is no longer the job's.
+    let taken = take_over(s, id).await;
+    let original = s.job(id).await.unwrap();
+    assert!(matches!(
+        s.succeed_duplicate(id, &stale, "abc", &original).await,
+        Err(StoreError::LeaseLost { job, .. }) if job == id
+    ));
+    assert_eq!(s.job(id).await.unwrap().state, JobState::Queued);
+    s.release(taken).await;
+    s.release(stale).await;
 }
 
 #[tokio::test]
@@ -487,6 +511,19 @@ async fn cancel_list_prune_and_dedupe_work_in_postgresql() {
     s.succeed_duplicate(copy, &h, &sha, &original)
         .await
         .unwrap();
+    s.release(h).await;
+    // A note after a cancel leaves the cancel's reason.
+    let late = s.admit(&new_job_at("/u/e.tar", 4096, None)).await.unwrap();
+    let h = s.hold(late).await.unwrap();
+    s.cancel(late, "stop").await.unwrap();
+    assert!(matches!(
+        s.note_error(late, &h, "retrying", None).await,
+        Err(StoreError::NotActive {
+            state: JobState::Cancelled,
+            ..
+        })
+    ));
+    assert_eq!(s.job(late).await.unwrap().error.as_deref(), Some("stop"));
     s.release(h).await;
     let dup = s.job(copy).await.unwrap();
     assert_eq!(
