@@ -60,8 +60,8 @@ pub enum StoreError {
         /// The newest schema version this modelferry knows.
         known: i64,
     },
-    /// Fleet mode, a command that never migrates (`check`, `status`,
-    /// `--dry-run`): the database's schema is older than this modelferry's.
+    /// A command that never migrates (`check`, `status` in fleet mode,
+    /// `--dry-run`) found the schema older than this modelferry's.
     #[error("state database {db}: schema version {found} is older than this modelferry's ({known}); `modelferry run` or `upload` migrates it")]
     SchemaTooOld {
         /// The database.

@@ -143,8 +143,8 @@ impl SqliteStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT idx, size, sha256, xxh3 FROM chunks WHERE job_id = ?1 ORDER BY idx",
         )?;
-        let rows = stmt.query_map([id], ack_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = stmt.query_and_then([id], |r| ack_from_row(r))?;
+        rows.collect()
     }
 
     /// Moves the job to `to` in a transaction of its own, guarded by the

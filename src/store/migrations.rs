@@ -119,11 +119,10 @@ impl SqliteStore {
         // Again in the transaction: another process may have migrated meanwhile.
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version > known {
-            return Err(StoreError::Open {
-                path: self.path.clone(),
-                detail: format!(
-                    "schema version {version} is newer than this modelferry knows ({known}); upgrade modelferry"
-                ),
+            return Err(StoreError::SchemaTooNew {
+                db: self.path.display().to_string(),
+                found: version,
+                known,
             });
         }
         if version == known {

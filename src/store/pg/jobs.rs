@@ -10,13 +10,12 @@ use tokio_postgres::GenericClient;
 
 use super::{job_of, job_select, pg_error, PgBackend};
 use crate::job::{
-    ChunkAck, ChunkChecksum, Failure, FilingState, HashCheckpoint, Job, JobId, JobState, NewJob,
-    SessionRecord,
+    ChunkAck, ChunkChecksum, Failure, HashCheckpoint, Job, JobId, JobState, NewJob, SessionRecord,
 };
 use crate::source::FileIdentity;
 use crate::store::error::{Result, StoreError};
-use crate::store::filing::filing_in;
-use crate::store::rows::{state_in, to_ms};
+use crate::store::filing::unfiled_filter;
+use crate::store::rows::{ack_from_row, state_in, to_ms};
 
 /// A write's proof of the lease: the holder's instance and fencing token.
 #[derive(Clone, Copy)]
@@ -115,35 +114,11 @@ impl PgBackend {
             )
             .await
             .map_err(pg_error)?;
-        Ok(rows
-            .iter()
-            .map(|r| ChunkAck {
-                index: r.get::<_, i64>("idx") as u64,
-                size: r.get::<_, i64>("size") as u64,
-                // One or the other, as in SQLite (the table checks it).
-                checksum: match r.get::<_, Option<i64>>("xxh3") {
-                    Some(h) => ChunkChecksum::Xxh3(h as u64),
-                    None => ChunkChecksum::Sha256(
-                        r.get::<_, Option<String>>("sha256").unwrap_or_default(),
-                    ),
-                },
-            })
-            .collect())
+        rows.iter().map(ack_from_row).collect()
     }
 
     pub(crate) async fn unfiled(&self) -> Result<Vec<Job>> {
-        let open = std::iter::once(None).chain(
-            FilingState::ALL
-                .into_iter()
-                .filter(|f| !f.is_final())
-                .map(Some),
-        );
-        let filter = format!(
-            "WHERE {} AND j.watch_dir IS NOT NULL AND {} ORDER BY j.id",
-            state_in(&JobState::FINISHED),
-            filing_in(open),
-        );
-        self.select(&filter, &[]).await
+        self.select(&unfiled_filter(), &[]).await
     }
 
     /// A new job, unless the newest job for its identity is no longer

@@ -31,12 +31,22 @@ async fn refuses_a_newer_schema() {
         .await
         .unwrap();
     drop(s);
-    let e = Store::open(tmp.path().to_path_buf())
+    let err = Store::open(tmp.path().to_path_buf()).await.err().unwrap();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 999, .. }),
+        "as in fleet mode: {err}"
+    );
+    let e = err.to_string();
+    assert!(e.contains("newer") && e.contains("modelferry.db"), "{e}");
+    // Read as it is: the same refusal.
+    let err = Store::open_read_only(tmp.path().to_path_buf())
         .await
         .err()
-        .unwrap()
-        .to_string();
-    assert!(e.contains("newer") && e.contains("modelferry.db"), "{e}");
+        .unwrap();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 999, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
