@@ -77,11 +77,6 @@ impl SqliteStore {
         Ok(jobs)
     }
 
-    /// Every job not pruned, oldest first.
-    pub fn jobs(&self) -> Result<Vec<Job>> {
-        self.select("WHERE j.pruned = 0 ORDER BY j.id", [])
-    }
-
     /// Jobs in an [active](JobState::ACTIVE) state, oldest first.
     pub fn unfinished(&self) -> Result<Vec<Job>> {
         let filter = format!("WHERE {} ORDER BY j.id", state_in(&JobState::ACTIVE));
@@ -118,24 +113,6 @@ impl SqliteStore {
                 ],
             )?
             .pop())
-    }
-
-    /// Jobs per state.
-    pub fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT state, COUNT(*) AS n FROM jobs WHERE pruned = 0 GROUP BY state",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>("state")?, r.get::<_, i64>("n")?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (state, n) = row?;
-            if let Ok(st) = state.parse() {
-                out.push((st, n as u64));
-            }
-        }
-        Ok(out)
     }
 
     /// Chunks acknowledged in the job's current session.

@@ -52,34 +52,16 @@ impl Store {
         }
     }
 
-    /// Every job not pruned, oldest first.
-    pub async fn jobs(&self) -> Result<Vec<Job>> {
-        match &self.backend {
-            Backend::Sqlite(b) => b.call(|| "reading jobs".into(), |db| db.jobs()).await,
-            Backend::Postgres(b) => b.ctx(|| "reading jobs".into(), b.jobs()).await,
-        }
-    }
-
-    /// Jobs in an [active](JobState::ACTIVE) state, oldest first.
-    pub async fn unfinished(&self) -> Result<Vec<Job>> {
+    /// Unfinished jobs nobody holds now, oldest first: in fleet mode those
+    /// whose lease is unset or has run out (their holder died or stopped);
+    /// SQLite does not know without trying the lock, so every job in an
+    /// [active](JobState::ACTIVE) state.
+    pub async fn takeable(&self) -> Result<Vec<Job>> {
         match &self.backend {
             Backend::Sqlite(b) => {
                 b.call(|| "reading unfinished jobs".into(), |db| db.unfinished())
                     .await
             }
-            Backend::Postgres(b) => {
-                b.ctx(|| "reading unfinished jobs".into(), b.unfinished())
-                    .await
-            }
-        }
-    }
-
-    /// Unfinished jobs nobody holds now, oldest first: in fleet mode those
-    /// whose lease is unset or has run out (their holder died or stopped);
-    /// SQLite does not know without trying the lock, so every unfinished one.
-    pub async fn takeable(&self) -> Result<Vec<Job>> {
-        match &self.backend {
-            Backend::Sqlite(_) => self.unfinished().await,
             Backend::Postgres(b) => {
                 b.ctx(|| "reading jobs to take over".into(), b.takeable())
                     .await
@@ -134,17 +116,6 @@ impl Store {
                 )
                 .await
             }
-        }
-    }
-
-    /// Jobs per state.
-    pub async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call(|| "counting jobs".into(), |db| db.count_by_state())
-                    .await
-            }
-            Backend::Postgres(b) => b.ctx(|| "counting jobs".into(), b.count_by_state()).await,
         }
     }
 

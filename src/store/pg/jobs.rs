@@ -49,15 +49,6 @@ impl PgBackend {
             .ok_or(StoreError::NotFound(id))
     }
 
-    pub(crate) async fn jobs(&self) -> Result<Vec<Job>> {
-        self.select("WHERE NOT j.pruned ORDER BY j.id", &[]).await
-    }
-
-    pub(crate) async fn unfinished(&self) -> Result<Vec<Job>> {
-        let filter = format!("WHERE {} ORDER BY j.id", state_in(&JobState::ACTIVE));
-        self.select(&filter, &[]).await
-    }
-
     pub(crate) async fn takeable(&self) -> Result<Vec<Job>> {
         let filter = format!(
             "WHERE {} AND (j.lease_expires_at IS NULL OR j.lease_expires_at <= now()) ORDER BY j.id",
@@ -84,25 +75,6 @@ impl PgBackend {
     ) -> Result<Option<Job>> {
         let conn = self.0.pool.get().await?;
         newest(&*conn, path, identity, file_context, is_adapter).await
-    }
-
-    pub(crate) async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
-        let conn = self.0.pool.get().await?;
-        let rows = conn
-            .query(
-                "SELECT state, COUNT(*) AS n FROM jobs WHERE NOT pruned GROUP BY state",
-                &[],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let state: String = r.get("state");
-                let n: i64 = r.get("n");
-                state.parse().ok().map(|s| (s, n as u64))
-            })
-            .collect())
     }
 
     pub(crate) async fn acked_chunks(&self, id: JobId) -> Result<Vec<ChunkAck>> {

@@ -106,11 +106,6 @@ impl PgBackend {
         &self.0.instance
     }
 
-    /// How long a lease lasts without renewal.
-    pub fn lease(&self) -> Duration {
-        self.0.lease
-    }
-
     /// Runs `f`, giving a PostgreSQL error the database and `doing`, once:
     /// only then is its text made.
     pub(super) async fn ctx<R>(
