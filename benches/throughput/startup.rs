@@ -128,8 +128,8 @@ async fn populate(
         store.release(hold).await;
         if !last {
             let dest = watch_dir.join("done").join(format!("model-{i:05}.tar"));
-            store.plan_filing(id, Some(&dest)).await?;
-            store.finish_filing(id, FilingState::Done).await?;
+            store.plan_filing(id, None, Some(&dest)).await?;
+            store.finish_filing(id, None, FilingState::Done).await?;
         }
     }
     Ok(())

@@ -65,24 +65,35 @@ fn merged(code: u8, next: u8) -> u8 {
     }
 }
 
-/// Connects to the fleet's database (migrating it, as `run` would) and
-/// reports its schema version; a newer schema than this binary knows, or a
-/// database that cannot be reached, is a problem (exit 2).
+/// Connects to the fleet's database and reports its schema version, writing
+/// nothing (an older schema is reported as what `run` would migrate); a
+/// newer schema than this binary knows, or a database that cannot be
+/// reached, is a problem (exit 2).
 async fn check_database(config: &Config) -> u8 {
-    match crate::store::Store::from_config(config).await {
-        Ok(store) => match store.schema_version().await {
-            Ok(v) => {
-                println!(
-                    "database {}: ok (schema version {v})",
-                    store.path().display()
-                );
-                exit::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("database: cannot read the schema version: {e}");
-                exit::USAGE
-            }
+    let known = crate::store::PG_SCHEMA_VERSION;
+    let db = config
+        .state
+        .url
+        .as_ref()
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    let found = match crate::store::Store::from_config_without_migrating(config).await {
+        Ok(Some(store)) => store.schema_version().await.map_err(anyhow::Error::from),
+        Ok(None) => Ok(0),
+        Err(e) => match e.downcast_ref() {
+            Some(crate::store::StoreError::SchemaTooOld { found, .. }) => Ok(*found),
+            _ => Err(e),
         },
+    };
+    match found {
+        Ok(v) if v < known => {
+            println!("database {db}: ok (schema version {v}; run would migrate {v}→{known})");
+            exit::SUCCESS
+        }
+        Ok(v) => {
+            println!("database {db}: ok (schema version {v})");
+            exit::SUCCESS
+        }
         Err(e) => {
             eprintln!("database: {e:#}");
             exit::USAGE

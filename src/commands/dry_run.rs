@@ -210,16 +210,10 @@ async fn plan(
     };
     if plan.preflight.ok {
         // Fleet mode: the shared database knows what any instance imported.
-        let store = if config.state.url.is_some() {
-            Store::from_config(config)
-                .await
-                .map(Some)
-                .map_err(|e| format!("{e:#}"))
-        } else {
-            Store::open_read_only(config.state.dir.clone())
-                .await
-                .map_err(|e| e.to_string())
-        };
+        // Nothing is written: the database is read as it is, never migrated.
+        let store = Store::from_config_without_migrating(config)
+            .await
+            .map_err(|e| format!("{e:#}"));
         match store {
             Ok(Some(store)) => {
                 if !look_up(&store, req, config, cancel, &mut plan).await? {

@@ -98,10 +98,15 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     if err.chain().any(|e| {
         e.downcast_ref::<ConfigError>().is_some()
             || e.downcast_ref::<UsageError>().is_some()
-            // A binary older than the shared schema stops (fleet upgrades).
+            // A schema this binary does not run on: newer (an older binary
+            // left running in an upgrade), or older than a read-only command
+            // may use (`run` migrates it).
             || matches!(
                 e.downcast_ref::<crate::store::StoreError>(),
-                Some(crate::store::StoreError::SchemaTooNew { .. })
+                Some(
+                    crate::store::StoreError::SchemaTooNew { .. }
+                        | crate::store::StoreError::SchemaTooOld { .. }
+                )
             )
     }) {
         exit::USAGE

@@ -136,7 +136,9 @@ impl JobView {
 pub async fn open_existing(config: &Config) -> anyhow::Result<Option<Store>> {
     if config.state.url.is_some() {
         // Fleet mode: the shared database holds every instance's jobs.
-        return Ok(Some(Store::from_config(config).await?));
+        // Never migrated here: a read (or an operator's change) writes
+        // nothing else to the shared database.
+        return Store::from_config_without_migrating(config).await;
     }
     let db = config.database_path();
     let exists = db

@@ -21,7 +21,7 @@ use super::settle;
 use crate::config::{Config, WatchConfig};
 use crate::escaped::Escaped;
 use crate::job::{FilingState, Job, JobId};
-use crate::store::{Store, StoreError};
+use crate::store::{Hold, Store, StoreError};
 
 /// Longest wait before failed filings are tried again.
 const MAX_RETRY_EVERY: Duration = Duration::from_secs(30);
@@ -67,7 +67,7 @@ impl Filer {
             return Ok(());
         }
         let Some(me) = self.store.instance() else {
-            return self.file_job(job).await;
+            return self.file_job(job, None).await;
         };
         if job.instance.as_deref() != Some(me) && !self.orphaned(&job) {
             return Ok(());
@@ -79,11 +79,18 @@ impl Filer {
         };
         // Read again under the hold: another instance may have filed it.
         let result = match self.store.job(job.id).await {
-            Ok(job) => self.file_job(job).await,
+            Ok(job) => self.file_job(job, Some(&hold)).await,
             Err(e) => Err(e.into()),
         };
         self.store.release(hold).await;
-        result
+        match result {
+            // Taken over mid-filing: its new holder files it.
+            Err(e) if matches!(e.downcast_ref(), Some(StoreError::LeaseLost { .. })) => {
+                warn!(job_id = job.id, error = %e, "lost the job while filing it; its new holder files it");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Fleet mode: a job finished over a lease ago and still not filed (its
@@ -95,7 +102,9 @@ impl Filer {
             .is_ok_and(|d| d > self.lease)
     }
 
-    async fn file_job(&self, job: Job) -> anyhow::Result<()> {
+    /// Files `job`; `hold`: the filer's hold on it (fleet mode), which
+    /// every filing write carries.
+    async fn file_job(&self, job: Job, hold: Option<&Hold>) -> anyhow::Result<()> {
         let Some(watch) = self.watch_for(&job).cloned() else {
             return Ok(());
         };
@@ -108,8 +117,9 @@ impl Filer {
                 // `plan` looks at the file (lstat).
                 match tokio::task::spawn_blocking(move || settle::plan(&j, &w)).await? {
                     settle::Plan::Skip => {
-                        self.store.plan_filing(id, None).await?;
-                        self.store.finish_filing(id, FilingState::Skipped).await?;
+                        self.store.plan_filing(id, hold, None).await?;
+                        let skipped = FilingState::Skipped;
+                        self.store.finish_filing(id, hold, skipped).await?;
                         info!(
                             job_id = id,
                             "file changed during its upload; it starts over as a new job"
@@ -120,7 +130,7 @@ impl Filer {
                         let j = job.clone();
                         match tokio::task::spawn_blocking(move || settle::choose(&j, &dir)).await? {
                             Ok(dest) => {
-                                self.store.plan_filing(id, Some(&dest)).await?;
+                                self.store.plan_filing(id, hold, Some(&dest)).await?;
                                 Ok(Some(dest))
                             }
                             Err(e) => Err(e.to_string()),
@@ -131,6 +141,15 @@ impl Filer {
         };
         let outcome = match result {
             Ok(Some(dest)) => {
+                // Nothing moves once the lease may be another's: its new
+                // holder files the job.
+                if hold.is_some_and(|h| !h.is_live()) {
+                    return Err(StoreError::LeaseLost {
+                        job: id,
+                        instance: self.store.instance().unwrap_or_default().to_string(),
+                    }
+                    .into());
+                }
                 let j = job.clone();
                 let d = dest.clone();
                 tokio::task::spawn_blocking(move || settle::execute(&j, &watch, &d))
@@ -143,13 +162,13 @@ impl Filer {
         };
         match outcome {
             Ok((state, dest)) => {
-                self.store.finish_filing(id, state).await?;
+                self.store.finish_filing(id, hold, state).await?;
                 info!(job_id = id, state = %job.state, to = %Escaped::path(&dest), "filed");
             }
             Err(e) => {
                 warn!(job_id = id, error = %e, "cannot file the finished job; will retry");
                 let m = format!("filing: {e}");
-                self.store.note_filing_error(id, &m).await?;
+                self.store.note_filing_error(id, hold, &m).await?;
             }
         }
         Ok(())

@@ -40,9 +40,16 @@ impl FilingState {
         }
     }
 
+    /// The states after which nothing more is done.
+    pub const FINAL: [FilingState; 2] = [FilingState::Done, FilingState::Skipped];
+
+    /// The states whose filing is still to be carried out (planned, not
+    /// done); a job not yet planned is open too.
+    pub const OPEN: [FilingState; 1] = [FilingState::Pending];
+
     /// Whether nothing more is done (`done` or `skipped`).
     pub fn is_final(self) -> bool {
-        matches!(self, FilingState::Done | FilingState::Skipped)
+        Self::FINAL.contains(&self)
     }
 
     /// Whether filing may go from `from` (`None`: not planned yet) to `to`.
@@ -132,6 +139,18 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn open_and_final_split_every_state() {
+        for s in FilingState::ALL {
+            assert_eq!(FilingState::FINAL.contains(&s), s.is_final(), "{s}");
+            assert_ne!(FilingState::OPEN.contains(&s), s.is_final(), "{s}");
+        }
+        assert_eq!(
+            FilingState::OPEN.len() + FilingState::FINAL.len(),
+            FilingState::ALL.len()
+        );
     }
 
     #[test]

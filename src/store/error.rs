@@ -60,6 +60,17 @@ pub enum StoreError {
         /// The newest schema version this modelferry knows.
         known: i64,
     },
+    /// A command that never migrates (`check`, `status` in fleet mode,
+    /// `--dry-run`) found the schema older than this modelferry's.
+    #[error("state database {db}: schema version {found} is older than this modelferry's ({known}); `modelferry run` or `upload` migrates it")]
+    SchemaTooOld {
+        /// The database.
+        db: String,
+        /// The database's schema version (0: never migrated).
+        found: i64,
+        /// The schema version this modelferry knows.
+        known: i64,
+    },
     /// A SQLite error not yet given its context; the [`Store`](super::Store)
     /// interface turns it into [`StoreError::Database`].
     #[error("state database: {0}")]
@@ -73,6 +84,15 @@ pub enum StoreError {
         from: JobState,
         /// The state asked for.
         to: JobState,
+    },
+    /// A note for a job being driven (a retry, a rejected key) found it no
+    /// longer active: cancelled or finished meanwhile, whose reason stays.
+    #[error("job {job}: it is {state}, no longer active; the note is refused")]
+    NotActive {
+        /// The job.
+        job: JobId,
+        /// Its state now.
+        state: JobState,
     },
     /// The job's filing is not at a step from which the rules allow `to`,
     /// or the job is not finished.

@@ -92,19 +92,19 @@ impl SqliteStore {
     /// Finished daemon jobs whose filing is not final: never planned, or
     /// planned and not yet carried out.
     pub fn unfiled(&self) -> Result<Vec<Job>> {
-        let open = std::iter::once(None).chain(
-            FilingState::ALL
-                .into_iter()
-                .filter(|f| !f.is_final())
-                .map(Some),
-        );
-        let filter = format!(
-            "WHERE {} AND j.watch_dir IS NOT NULL AND {} ORDER BY j.id",
-            state_in(&JobState::FINISHED),
-            filing_in(open),
-        );
-        self.select(&filter, [])
+        self.select(&unfiled_filter(), [])
     }
+}
+
+/// The filter (and order) of [`SqliteStore::unfiled`], for both backends:
+/// finished daemon jobs whose filing is not planned or still open.
+pub(super) fn unfiled_filter() -> String {
+    let open = std::iter::once(None).chain(FilingState::OPEN.into_iter().map(Some));
+    format!(
+        "WHERE {} AND j.watch_dir IS NOT NULL AND {} ORDER BY j.id",
+        state_in(&JobState::FINISHED),
+        filing_in(open),
+    )
 }
 
 pub(super) fn refused(job: &Job, to: FilingState) -> StoreError {

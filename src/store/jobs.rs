@@ -77,11 +77,6 @@ impl SqliteStore {
         Ok(jobs)
     }
 
-    /// Every job not pruned, oldest first.
-    pub fn jobs(&self) -> Result<Vec<Job>> {
-        self.select("WHERE j.pruned = 0 ORDER BY j.id", [])
-    }
-
     /// Jobs in an [active](JobState::ACTIVE) state, oldest first.
     pub fn unfinished(&self) -> Result<Vec<Job>> {
         let filter = format!("WHERE {} ORDER BY j.id", state_in(&JobState::ACTIVE));
@@ -120,31 +115,13 @@ impl SqliteStore {
             .pop())
     }
 
-    /// Jobs per state.
-    pub fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT state, COUNT(*) AS n FROM jobs WHERE pruned = 0 GROUP BY state",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>("state")?, r.get::<_, i64>("n")?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (state, n) = row?;
-            if let Ok(st) = state.parse() {
-                out.push((st, n as u64));
-            }
-        }
-        Ok(out)
-    }
-
     /// Chunks acknowledged in the job's current session.
     pub fn acked_chunks(&self, id: JobId) -> Result<Vec<ChunkAck>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT idx, size, sha256, xxh3 FROM chunks WHERE job_id = ?1 ORDER BY idx",
         )?;
-        let rows = stmt.query_map([id], ack_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = stmt.query_and_then([id], |r| ack_from_row(r))?;
+        rows.collect()
     }
 
     /// Moves the job to `to` in a transaction of its own, guarded by the
@@ -354,13 +331,27 @@ impl SqliteStore {
         error: &str,
         next_retry_at: Option<SystemTime>,
     ) -> Result<()> {
+        // Only while the job is active: a note landing after a cancel (or
+        // any finish) must not overwrite the reason it ended.
+        let sql = format!(
+            "UPDATE jobs AS j SET error = ?2, next_retry_at = ?3, attempts = attempts + 1, \
+             updated_at = ?4 WHERE j.id = ?1 AND {}",
+            state_in(&JobState::ACTIVE)
+        );
         let changed = self.conn.execute(
-            "UPDATE jobs SET error = ?2, next_retry_at = ?3, attempts = attempts + 1, updated_at = ?4 \
-             WHERE id = ?1",
-            params![id, error, next_retry_at.map(to_ms), to_ms(SystemTime::now())],
+            &sql,
+            params![
+                id,
+                error,
+                next_retry_at.map(to_ms),
+                to_ms(SystemTime::now())
+            ],
         )?;
         if changed == 0 {
-            return Err(StoreError::NotFound(id));
+            return Err(StoreError::NotActive {
+                job: id,
+                state: self.job_state(id)?,
+            });
         }
         Ok(())
     }

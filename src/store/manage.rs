@@ -116,17 +116,7 @@ impl SqliteStore {
     /// (see the module docs). A daemon job is pruned only once filed, since
     /// filing needs its details. Returns how many jobs were pruned.
     pub fn prune(&mut self, cutoff: SystemTime) -> Result<u64> {
-        let filed = sql_list(
-            FilingState::ALL
-                .into_iter()
-                .filter(|f| f.is_final())
-                .map(|f| f.as_str()),
-        );
-        let which = format!(
-            "j.pruned = 0 AND {finished} AND COALESCE(j.finished_at, j.updated_at) < ?1 \
-             AND (j.watch_dir IS NULL OR j.filing IN ({filed}))",
-            finished = state_in(&JobState::FINISHED),
-        );
+        let which = prunable("?1");
         let cutoff = to_ms(cutoff);
         let tx = self
             .conn
@@ -144,8 +134,19 @@ impl SqliteStore {
     }
 }
 
+/// Which jobs `prune` forgets, for both backends: finished (and, from a
+/// drop folder, filed) before the cutoff, bound as `cutoff` (`?1`, `$1`).
+pub(super) fn prunable(cutoff: &str) -> String {
+    format!(
+        "NOT j.pruned AND {finished} AND COALESCE(j.finished_at, j.updated_at) < {cutoff} \
+         AND (j.watch_dir IS NULL OR j.filing IN ({filed}))",
+        finished = state_in(&JobState::FINISHED),
+        filed = sql_list(FilingState::FINAL.map(FilingState::as_str)),
+    )
+}
+
 /// The states `cancel` takes a job from, as the job rules say.
-fn cancellable() -> Vec<JobState> {
+pub(super) fn cancellable() -> Vec<JobState> {
     JobState::ALL
         .into_iter()
         .filter(|s| s.can_become(JobState::Cancelled))

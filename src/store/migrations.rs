@@ -105,18 +105,29 @@ pub const MIGRATIONS: &[&str] = &[
 
 impl SqliteStore {
     /// Applies the migrations not applied yet, in one exclusive transaction.
+    /// A current schema is only read: nothing is written.
     pub(super) fn migrate(&mut self) -> Result<()> {
+        let known = MIGRATIONS.len() as i64;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == known {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        // Again in the transaction: another process may have migrated meanwhile.
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
         if version > known {
             return Err(StoreError::SchemaTooNew {
                 db: self.path.display().to_string(),
                 found: version,
                 known,
             });
+        }
+        if version == known {
+            return Ok(());
         }
         for m in &MIGRATIONS[version as usize..] {
             tx.execute_batch(m)?;

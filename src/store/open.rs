@@ -119,10 +119,12 @@ impl SqliteStore {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| open_err(e.to_string()))?;
         let known = super::migrations::MIGRATIONS.len() as i64;
-        if version != known {
-            return Err(open_err(format!(
-                "schema version {version}, this modelferry's is {known}; it is read as it is only after any other modelferry command has opened it"
-            )));
+        let (db, found) = (path.display().to_string(), version);
+        if version > known {
+            return Err(StoreError::SchemaTooNew { db, found, known });
+        }
+        if version < known {
+            return Err(StoreError::SchemaTooOld { db, found, known });
         }
         Ok(Some(SqliteStore { conn, path }))
     }

@@ -213,17 +213,17 @@ pub(super) fn job_from_row(row: &impl Columns) -> Result<Job> {
     })
 }
 
-/// Reads a chunk acknowledgement from a row of `chunks`.
-pub(super) fn ack_from_row(row: &Row<'_>) -> rusqlite::Result<ChunkAck> {
+/// Reads a chunk acknowledgement from a row of `chunks`, of either backend.
+pub(super) fn ack_from_row(row: &impl Columns) -> Result<ChunkAck> {
     // A row has one or the other (the table checks it): XXH3 from
-    // migration 3 on, SHA-256 before.
-    let checksum = match row.get::<_, Option<i64>>("xxh3")? {
+    // migration 3 on, SHA-256 before; neither is an error, never "".
+    let checksum = match row.opt_int("xxh3")? {
         Some(h) => ChunkChecksum::Xxh3(h as u64),
-        None => ChunkChecksum::Sha256(row.get("sha256")?),
+        None => ChunkChecksum::Sha256(row.text("sha256")?),
     };
     Ok(ChunkAck {
-        index: row.get::<_, i64>("idx")? as u64,
-        size: row.get::<_, i64>("size")? as u64,
+        index: row.int("idx")? as u64,
+        size: row.int("size")? as u64,
         checksum,
     })
 }

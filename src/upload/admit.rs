@@ -365,11 +365,11 @@ mod tests {
             Admission::Settled(job) if job.id == failed
         ));
         store
-            .plan_filing(failed, Some(std::path::Path::new("/failed/m.tar")))
+            .plan_filing(failed, None, Some(std::path::Path::new("/failed/m.tar")))
             .await
             .unwrap();
         store
-            .finish_filing(failed, FilingState::Done)
+            .finish_filing(failed, None, FilingState::Done)
             .await
             .unwrap();
         // Filed away and back: a new job.
@@ -389,8 +389,11 @@ mod tests {
         let (_d, store) = store().await;
         let id = new_id(&store, file(1), Rerun::Refiled).await;
         finish(&store, id, true).await;
-        store.plan_filing(id, None).await.unwrap();
-        store.finish_filing(id, FilingState::Done).await.unwrap();
+        store.plan_filing(id, None, None).await.unwrap();
+        store
+            .finish_filing(id, None, FilingState::Done)
+            .await
+            .unwrap();
         let settled = admitted(&store, Rerun::Refiled).await;
         assert!(matches!(&settled, Admission::Settled(job) if job.id == id));
         let Admission::Settled(job) = settled else {

@@ -18,13 +18,14 @@ impl Store {
         let reason = reason.to_string();
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("job {id}: cancelling it"), move |db| {
-                    db.cancel(id, &reason)
-                })
+                b.call(
+                    || format!("job {id}: cancelling it"),
+                    move |db| db.cancel(id, &reason),
+                )
                 .await
             }
             Backend::Postgres(b) => {
-                b.ctx(format!("job {id}: cancelling it"), b.cancel(id, &reason))
+                b.ctx(|| format!("job {id}: cancelling it"), b.cancel(id, &reason))
                     .await
             }
         }
@@ -35,10 +36,16 @@ impl Store {
     pub async fn prune(&self, cutoff: SystemTime) -> Result<u64> {
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call("pruning finished jobs", move |db| db.prune(cutoff))
+                b.call(
+                    || "pruning finished jobs".into(),
+                    move |db| db.prune(cutoff),
+                )
+                .await
+            }
+            Backend::Postgres(b) => {
+                b.ctx(|| "pruning finished jobs".into(), b.prune(cutoff))
                     .await
             }
-            Backend::Postgres(b) => b.ctx("pruning finished jobs", b.prune(cutoff)).await,
         }
     }
 
@@ -55,14 +62,15 @@ impl Store {
         let ctx = file_context.to_string();
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call("looking up imported files by size", move |db| {
-                    db.imported_size_exists(size, &ctx, is_adapter)
-                })
+                b.call(
+                    || "looking up imported files by size".into(),
+                    move |db| db.imported_size_exists(size, &ctx, is_adapter),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    "looking up imported files by size",
+                    || "looking up imported files by size".into(),
                     b.imported_size_exists(size, &ctx, is_adapter),
                 )
                 .await
@@ -81,14 +89,15 @@ impl Store {
         let (sha, ctx) = (sha256.to_string(), file_context.to_string());
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call("looking up imported files by sha256", move |db| {
-                    db.find_imported(size, &sha, &ctx, is_adapter)
-                })
+                b.call(
+                    || "looking up imported files by sha256".into(),
+                    move |db| db.find_imported(size, &sha, &ctx, is_adapter),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    "looking up imported files by sha256",
+                    || "looking up imported files by sha256".into(),
                     b.find_imported(size, &sha, &ctx, is_adapter),
                 )
                 .await
@@ -109,14 +118,15 @@ impl Store {
         let (sha, original) = (sha256.to_string(), original.clone());
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("job {id}: recording a duplicate"), move |db| {
-                    db.succeed_duplicate(id, &sha, &original)
-                })
+                b.call(
+                    || format!("job {id}: recording a duplicate"),
+                    move |db| db.succeed_duplicate(id, &sha, &original),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    format!("job {id}: recording a duplicate"),
+                    || format!("job {id}: recording a duplicate"),
                     b.succeed_duplicate(id, hold.fence()?, &sha, &original),
                 )
                 .await

@@ -61,8 +61,9 @@ pub struct SqliteBackend {
 
 impl SqliteBackend {
     /// Runs `f` on the blocking pool; a SQLite error comes back naming the
-    /// database file and `doing` (what was being done), once.
-    async fn call<R, F>(&self, doing: impl Into<String>, f: F) -> Result<R>
+    /// database file and `doing` (what was being done), once: only then is
+    /// its text made.
+    async fn call<R, F>(&self, doing: impl FnOnce() -> String, f: F) -> Result<R>
     where
         F: FnOnce(&mut SqliteStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
@@ -79,7 +80,7 @@ impl SqliteBackend {
         result.map_err(|e| match e {
             StoreError::Sqlite(error) => StoreError::Database {
                 path: self.path.to_path_buf(),
-                doing: doing.into(),
+                doing: doing(),
                 error,
             },
             other => other,
@@ -127,18 +128,32 @@ impl Store {
     }
 
     /// The store `config` names: PostgreSQL with `state.url`, else SQLite
-    /// in `state.dir`.
+    /// in `state.dir`; migrated (`run`, `upload`).
     pub async fn from_config(config: &crate::config::Config) -> anyhow::Result<Store> {
-        let Some(url) = &config.state.url else {
+        let Some(opts) = fleet_options(config)? else {
             return Ok(Store::open(config.state.dir.clone()).await?);
         };
-        let opts = FleetOptions {
-            url: url.clone(),
-            password: config.load_db_password()?,
-            instance: config.fleet.instance.clone(),
-            lease: config.fleet.lease,
-        };
         Ok(Store::connect(opts).await?)
+    }
+
+    /// The store `config` names, as it is: never created nor migrated
+    /// (`check`, `status`, `--dry-run`). `None` while there is no database
+    /// yet (SQLite: no file; PostgreSQL: never migrated), so no jobs. SQLite
+    /// is opened read-only; in both a schema other than this binary's is an
+    /// error naming both versions.
+    pub async fn from_config_without_migrating(
+        config: &crate::config::Config,
+    ) -> anyhow::Result<Option<Store>> {
+        let Some(opts) = fleet_options(config)? else {
+            return Ok(Store::open_read_only(config.state.dir.clone()).await?);
+        };
+        match PgBackend::connect_without_migrating(opts).await {
+            Ok(b) => Ok(Some(Store {
+                backend: Backend::Postgres(b),
+            })),
+            Err(StoreError::SchemaTooOld { found: 0, .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Where the jobs are, for messages.
@@ -161,15 +176,18 @@ impl Store {
     pub async fn schema_version(&self) -> Result<i64> {
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call("reading the schema version", |db| {
-                    Ok(db
-                        .conn
-                        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?)
-                })
+                b.call(
+                    || "reading the schema version".into(),
+                    |db| {
+                        Ok(db
+                            .conn
+                            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?)
+                    },
+                )
                 .await
             }
             Backend::Postgres(b) => {
-                b.ctx("reading the schema version", b.schema_version())
+                b.ctx(|| "reading the schema version".into(), b.schema_version())
                     .await
             }
         }
@@ -205,7 +223,7 @@ impl Store {
                 })))
             }
             Backend::Postgres(b) => {
-                let lease: Lease = b.ctx(format!("taking job {id}"), b.take(id)).await?;
+                let lease: Lease = b.ctx(|| format!("taking job {id}"), b.take(id)).await?;
                 Ok(Hold(Arc::new(HoldInner {
                     job: id,
                     store: b.path().to_path_buf(),
@@ -231,18 +249,18 @@ impl Store {
 
     /// A new job, `queued`.
     pub async fn admit(&self, new: &NewJob) -> Result<JobId> {
-        let new = new.clone();
         match &self.backend {
             Backend::Sqlite(b) => {
+                let owned = new.clone();
                 b.call(
-                    format!("adding a job for {}", Escaped::path(&new.path)),
-                    move |db| db.admit(&new),
+                    || format!("adding a job for {}", Escaped::path(&new.path)),
+                    move |db| db.admit(&owned),
                 )
                 .await
             }
             Backend::Postgres(b) => {
-                let doing = format!("adding a job for {}", Escaped::path(&new.path));
-                b.ctx(doing, b.admit(&new, None))
+                let doing = || format!("adding a job for {}", Escaped::path(&new.path));
+                b.ctx(doing, b.admit(new, None))
                     .await?
                     .map_err(|j| StoreError::Corrupt {
                         job: j.id,
@@ -265,7 +283,7 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(_) => self.admit(new).await.map(Ok),
             Backend::Postgres(b) => {
-                let doing = format!("adding a job for {}", Escaped::path(&new.path));
+                let doing = || format!("adding a job for {}", Escaped::path(&new.path));
                 b.ctx(doing, b.admit(new, Some(seen))).await
             }
         }
@@ -281,18 +299,19 @@ impl Store {
         model_id: &str,
     ) -> Result<()> {
         self.check(id, hold)?;
-        let (session, model_id) = (session.clone(), model_id.to_string());
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("job {id}: recording a new session"), move |db| {
-                    db.start_session(id, &session, &model_id)
-                })
+                let (session, model_id) = (session.clone(), model_id.to_string());
+                b.call(
+                    || format!("job {id}: recording a new session"),
+                    move |db| db.start_session(id, &session, &model_id),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    format!("job {id}: recording a new session"),
-                    b.start_session(id, hold.fence()?, &session, &model_id),
+                    || format!("job {id}: recording a new session"),
+                    b.start_session(id, hold.fence()?, session, model_id),
                 )
                 .await
             }
@@ -310,19 +329,20 @@ impl Store {
         checkpoint: Option<&HashCheckpoint>,
     ) -> Result<()> {
         self.check(id, hold)?;
-        let (sid, ack, cp) = (session_id.to_string(), ack.clone(), checkpoint.cloned());
         match &self.backend {
             Backend::Sqlite(b) => {
+                let (sid, ack, cp) = (session_id.to_string(), ack.clone(), checkpoint.cloned());
+                let index = ack.index;
                 b.call(
-                    format!("job {id}: recording chunk {}", ack.index),
+                    || format!("job {id}: recording chunk {index}"),
                     move |db| db.ack_chunk(id, &sid, &ack, cp.as_ref()),
                 )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    format!("job {id}: recording chunk {}", ack.index),
-                    b.ack_chunk(id, hold.fence()?, &sid, &ack, cp.as_ref()),
+                    || format!("job {id}: recording chunk {}", ack.index),
+                    b.ack_chunk(id, hold.fence()?, session_id, ack, checkpoint),
                 )
                 .await
             }
@@ -332,18 +352,19 @@ impl Store {
     /// Every chunk is acknowledged: the file's sha256, and `completing`.
     pub async fn begin_complete(&self, id: JobId, hold: &Hold, sha256: &str) -> Result<()> {
         self.check(id, hold)?;
-        let sha256 = sha256.to_string();
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("job {id}: recording completion"), move |db| {
-                    db.begin_complete(id, &sha256)
-                })
+                let sha256 = sha256.to_string();
+                b.call(
+                    || format!("job {id}: recording completion"),
+                    move |db| db.begin_complete(id, &sha256),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    format!("job {id}: recording completion"),
-                    b.begin_complete(id, hold.fence()?, &sha256),
+                    || format!("job {id}: recording completion"),
+                    b.begin_complete(id, hold.fence()?, sha256),
                 )
                 .await
             }
@@ -359,18 +380,19 @@ impl Store {
         model_id: Option<&str>,
     ) -> Result<()> {
         self.check(id, hold)?;
-        let (dock, model) = (dock_status_id.to_string(), model_id.map(str::to_string));
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("job {id}: recording the import"), move |db| {
-                    db.set_importing(id, &dock, model.as_deref())
-                })
+                let (dock, model) = (dock_status_id.to_string(), model_id.map(str::to_string));
+                b.call(
+                    || format!("job {id}: recording the import"),
+                    move |db| db.set_importing(id, &dock, model.as_deref()),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    format!("job {id}: recording the import"),
-                    b.set_importing(id, hold.fence()?, &dock, model.as_deref()),
+                    || format!("job {id}: recording the import"),
+                    b.set_importing(id, hold.fence()?, dock_status_id, model_id),
                 )
                 .await
             }
@@ -381,18 +403,19 @@ impl Store {
     /// one recorded.
     pub async fn succeed(&self, id: JobId, hold: &Hold, model_id: Option<&str>) -> Result<()> {
         self.check(id, hold)?;
-        let model = model_id.map(str::to_string);
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("job {id}: recording success"), move |db| {
-                    db.succeed(id, model.as_deref())
-                })
+                let model = model_id.map(str::to_string);
+                b.call(
+                    || format!("job {id}: recording success"),
+                    move |db| db.succeed(id, model.as_deref()),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    format!("job {id}: recording success"),
-                    b.succeed(id, hold.fence()?, model.as_deref()),
+                    || format!("job {id}: recording success"),
+                    b.succeed(id, hold.fence()?, model_id),
                 )
                 .await
             }
@@ -402,18 +425,19 @@ impl Store {
     /// The job failed for good (`failed`), for the reason in `failure`.
     pub async fn fail(&self, id: JobId, hold: &Hold, failure: &Failure) -> Result<()> {
         self.check(id, hold)?;
-        let failure = failure.clone();
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("job {id}: recording the failure"), move |db| {
-                    db.fail(id, &failure)
-                })
+                let failure = failure.clone();
+                b.call(
+                    || format!("job {id}: recording the failure"),
+                    move |db| db.fail(id, &failure),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    format!("job {id}: recording the failure"),
-                    b.fail(id, hold.fence()?, &failure),
+                    || format!("job {id}: recording the failure"),
+                    b.fail(id, hold.fence()?, failure),
                 )
                 .await
             }
@@ -430,23 +454,37 @@ impl Store {
         next_retry_at: Option<SystemTime>,
     ) -> Result<()> {
         self.check(id, hold)?;
-        let error = error.to_string();
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("job {id}: recording an error"), move |db| {
-                    db.note_error(id, &error, next_retry_at)
-                })
+                let error = error.to_string();
+                b.call(
+                    || format!("job {id}: recording an error"),
+                    move |db| db.note_error(id, &error, next_retry_at),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    format!("job {id}: recording an error"),
-                    b.note_error(id, hold.fence()?, &error, next_retry_at),
+                    || format!("job {id}: recording an error"),
+                    b.note_error(id, hold.fence()?, error, next_retry_at),
                 )
                 .await
             }
         }
     }
+}
+
+/// Fleet mode's options from `config`; `None` for SQLite.
+fn fleet_options(config: &crate::config::Config) -> anyhow::Result<Option<FleetOptions>> {
+    let Some(url) = &config.state.url else {
+        return Ok(None);
+    };
+    Ok(Some(FleetOptions {
+        url: url.clone(),
+        password: config.load_db_password()?,
+        instance: config.fleet.instance.clone(),
+        lease: config.fleet.lease,
+    }))
 }
 
 #[cfg(test)]
@@ -458,7 +496,7 @@ impl Store {
         R: Send + 'static,
     {
         match &self.backend {
-            Backend::Sqlite(b) => b.call("a test's own query", f).await,
+            Backend::Sqlite(b) => b.call(|| "a test's own query".into(), f).await,
             Backend::Postgres(_) => panic!("not a SQLite store"),
         }
     }

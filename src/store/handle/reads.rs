@@ -16,10 +16,10 @@ impl Store {
     pub async fn job(&self, id: JobId) -> Result<Job> {
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("reading job {id}"), move |db| db.job(id))
+                b.call(|| format!("reading job {id}"), move |db| db.job(id))
                     .await
             }
-            Backend::Postgres(b) => b.ctx(format!("reading job {id}"), b.job(id)).await,
+            Backend::Postgres(b) => b.ctx(|| format!("reading job {id}"), b.job(id)).await,
         }
     }
 
@@ -27,8 +27,11 @@ impl Store {
     pub async fn list(&self, query: &JobQuery) -> Result<Vec<Job>> {
         let query = query.clone();
         match &self.backend {
-            Backend::Sqlite(b) => b.call("reading jobs", move |db| db.list(&query)).await,
-            Backend::Postgres(b) => b.ctx("reading jobs", b.list(&query)).await,
+            Backend::Sqlite(b) => {
+                b.call(|| "reading jobs".into(), move |db| db.list(&query))
+                    .await
+            }
+            Backend::Postgres(b) => b.ctx(|| "reading jobs".into(), b.list(&query)).await,
         }
     }
 
@@ -36,62 +39,51 @@ impl Store {
     pub async fn job_state(&self, id: JobId) -> Result<JobState> {
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("reading job {id}'s state"), move |db| {
-                    db.job_state(id)
-                })
+                b.call(
+                    || format!("reading job {id}'s state"),
+                    move |db| db.job_state(id),
+                )
                 .await
             }
             Backend::Postgres(b) => {
-                b.ctx(format!("reading job {id}'s state"), b.job_state(id))
+                b.ctx(|| format!("reading job {id}'s state"), b.job_state(id))
                     .await
             }
-        }
-    }
-
-    /// Every job not pruned, oldest first.
-    pub async fn jobs(&self) -> Result<Vec<Job>> {
-        match &self.backend {
-            Backend::Sqlite(b) => b.call("reading jobs", |db| db.jobs()).await,
-            Backend::Postgres(b) => b.ctx("reading jobs", b.jobs()).await,
-        }
-    }
-
-    /// Jobs in an [active](JobState::ACTIVE) state, oldest first.
-    pub async fn unfinished(&self) -> Result<Vec<Job>> {
-        match &self.backend {
-            Backend::Sqlite(b) => {
-                b.call("reading unfinished jobs", |db| db.unfinished())
-                    .await
-            }
-            Backend::Postgres(b) => b.ctx("reading unfinished jobs", b.unfinished()).await,
         }
     }
 
     /// Unfinished jobs nobody holds now, oldest first: in fleet mode those
     /// whose lease is unset or has run out (their holder died or stopped);
-    /// SQLite does not know without trying the lock, so every unfinished one.
+    /// SQLite does not know without trying the lock, so every job in an
+    /// [active](JobState::ACTIVE) state.
     pub async fn takeable(&self) -> Result<Vec<Job>> {
         match &self.backend {
-            Backend::Sqlite(_) => self.unfinished().await,
-            Backend::Postgres(b) => b.ctx("reading jobs to take over", b.takeable()).await,
+            Backend::Sqlite(b) => {
+                b.call(|| "reading unfinished jobs".into(), |db| db.unfinished())
+                    .await
+            }
+            Backend::Postgres(b) => {
+                b.ctx(|| "reading jobs to take over".into(), b.takeable())
+                    .await
+            }
         }
     }
 
     /// Unfinished jobs for a file at `path` (whatever its identity).
     pub async fn unfinished_for_path(&self, path: &Path) -> Result<Vec<Job>> {
-        let path = path.to_path_buf();
         match &self.backend {
             Backend::Sqlite(b) => {
+                let owned = path.to_path_buf();
                 b.call(
-                    format!("reading jobs for {}", Escaped::path(&path)),
-                    move |db| db.unfinished_for_path(&path),
+                    || format!("reading jobs for {}", Escaped::path(path)),
+                    move |db| db.unfinished_for_path(&owned),
                 )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    format!("reading jobs for {}", Escaped::path(&path)),
-                    b.unfinished_for_path(&path),
+                    || format!("reading jobs for {}", Escaped::path(path)),
+                    b.unfinished_for_path(path),
                 )
                 .await
             }
@@ -111,14 +103,15 @@ impl Store {
         let (path, identity, ctx) = (path.to_path_buf(), *identity, file_context.to_string());
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call("looking up a file's jobs", move |db| {
-                    db.find_by_identity(&identity, &ctx, is_adapter)
-                })
+                b.call(
+                    || "looking up a file's jobs".into(),
+                    move |db| db.find_by_identity(&identity, &ctx, is_adapter),
+                )
                 .await
             }
             Backend::Postgres(b) => {
                 b.ctx(
-                    "looking up a file's jobs",
+                    || "looking up a file's jobs".into(),
                     b.find_by_identity(&path, &identity, &ctx, is_adapter),
                 )
                 .await
@@ -126,25 +119,18 @@ impl Store {
         }
     }
 
-    /// Jobs per state.
-    pub async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
-        match &self.backend {
-            Backend::Sqlite(b) => b.call("counting jobs", |db| db.count_by_state()).await,
-            Backend::Postgres(b) => b.ctx("counting jobs", b.count_by_state()).await,
-        }
-    }
-
     /// Chunks acknowledged in the job's current session.
     pub async fn acked_chunks(&self, id: JobId) -> Result<Vec<ChunkAck>> {
         match &self.backend {
             Backend::Sqlite(b) => {
-                b.call(format!("reading job {id}'s chunks"), move |db| {
-                    db.acked_chunks(id)
-                })
+                b.call(
+                    || format!("reading job {id}'s chunks"),
+                    move |db| db.acked_chunks(id),
+                )
                 .await
             }
             Backend::Postgres(b) => {
-                b.ctx(format!("reading job {id}'s chunks"), b.acked_chunks(id))
+                b.ctx(|| format!("reading job {id}'s chunks"), b.acked_chunks(id))
                     .await
             }
         }
@@ -153,8 +139,11 @@ impl Store {
     /// Finished daemon jobs whose filing is not final.
     pub async fn unfiled(&self) -> Result<Vec<Job>> {
         match &self.backend {
-            Backend::Sqlite(b) => b.call("reading jobs to file", |db| db.unfiled()).await,
-            Backend::Postgres(b) => b.ctx("reading jobs to file", b.unfiled()).await,
+            Backend::Sqlite(b) => {
+                b.call(|| "reading jobs to file".into(), |db| db.unfiled())
+                    .await
+            }
+            Backend::Postgres(b) => b.ctx(|| "reading jobs to file".into(), b.unfiled()).await,
         }
     }
 }

@@ -10,13 +10,12 @@ use tokio_postgres::GenericClient;
 
 use super::{job_of, job_select, pg_error, PgBackend};
 use crate::job::{
-    ChunkAck, ChunkChecksum, Failure, FilingState, HashCheckpoint, Job, JobId, JobState, NewJob,
-    SessionRecord,
+    ChunkAck, ChunkChecksum, Failure, HashCheckpoint, Job, JobId, JobState, NewJob, SessionRecord,
 };
 use crate::source::FileIdentity;
 use crate::store::error::{Result, StoreError};
-use crate::store::filing::filing_in;
-use crate::store::rows::{state_in, to_ms};
+use crate::store::filing::unfiled_filter;
+use crate::store::rows::{ack_from_row, state_in, to_ms};
 
 /// A write's proof of the lease: the holder's instance and fencing token.
 #[derive(Clone, Copy)]
@@ -50,15 +49,6 @@ impl PgBackend {
             .ok_or(StoreError::NotFound(id))
     }
 
-    pub(crate) async fn jobs(&self) -> Result<Vec<Job>> {
-        self.select("WHERE NOT j.pruned ORDER BY j.id", &[]).await
-    }
-
-    pub(crate) async fn unfinished(&self) -> Result<Vec<Job>> {
-        let filter = format!("WHERE {} ORDER BY j.id", state_in(&JobState::ACTIVE));
-        self.select(&filter, &[]).await
-    }
-
     pub(crate) async fn takeable(&self) -> Result<Vec<Job>> {
         let filter = format!(
             "WHERE {} AND (j.lease_expires_at IS NULL OR j.lease_expires_at <= now()) ORDER BY j.id",
@@ -87,25 +77,6 @@ impl PgBackend {
         newest(&*conn, path, identity, file_context, is_adapter).await
     }
 
-    pub(crate) async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
-        let conn = self.0.pool.get().await?;
-        let rows = conn
-            .query(
-                "SELECT state, COUNT(*) AS n FROM jobs WHERE NOT pruned GROUP BY state",
-                &[],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let state: String = r.get("state");
-                let n: i64 = r.get("n");
-                state.parse().ok().map(|s| (s, n as u64))
-            })
-            .collect())
-    }
-
     pub(crate) async fn acked_chunks(&self, id: JobId) -> Result<Vec<ChunkAck>> {
         let conn = self.0.pool.get().await?;
         let rows = conn
@@ -115,35 +86,11 @@ impl PgBackend {
             )
             .await
             .map_err(pg_error)?;
-        Ok(rows
-            .iter()
-            .map(|r| ChunkAck {
-                index: r.get::<_, i64>("idx") as u64,
-                size: r.get::<_, i64>("size") as u64,
-                // One or the other, as in SQLite (the table checks it).
-                checksum: match r.get::<_, Option<i64>>("xxh3") {
-                    Some(h) => ChunkChecksum::Xxh3(h as u64),
-                    None => ChunkChecksum::Sha256(
-                        r.get::<_, Option<String>>("sha256").unwrap_or_default(),
-                    ),
-                },
-            })
-            .collect())
+        rows.iter().map(ack_from_row).collect()
     }
 
     pub(crate) async fn unfiled(&self) -> Result<Vec<Job>> {
-        let open = std::iter::once(None).chain(
-            FilingState::ALL
-                .into_iter()
-                .filter(|f| !f.is_final())
-                .map(Some),
-        );
-        let filter = format!(
-            "WHERE {} AND j.watch_dir IS NOT NULL AND {} ORDER BY j.id",
-            state_in(&JobState::FINISHED),
-            filing_in(open),
-        );
-        self.select(&filter, &[]).await
+        self.select(&unfiled_filter(), &[]).await
     }
 
     /// A new job, unless the newest job for its identity is no longer
@@ -277,6 +224,11 @@ impl PgBackend {
         .await
     }
 
+    /// One statement, prepared once per connection, and no explicit
+    /// transaction: the job's row and the chunk's change together or not at
+    /// all. As in SQLite the session and (here) the lease guard the write,
+    /// and the hash checkpoint only moves forward; the chunk is written only
+    /// when the job's row was (zero rows: refused, and why is looked up).
     pub(crate) async fn ack_chunk(
         &self,
         id: JobId,
@@ -285,22 +237,31 @@ impl PgBackend {
         ack: &ChunkAck,
         checkpoint: Option<&HashCheckpoint>,
     ) -> Result<()> {
+        const ACK: &str = "WITH j AS (\
+             UPDATE jobs SET updated_at = $3, error = NULL, next_retry_at = NULL, \
+             hash_state = CASE WHEN $4 > hashed_chunks THEN $5 ELSE hash_state END, \
+             hashed_chunks = GREATEST(hashed_chunks, $4) \
+             WHERE id = $1 AND state = $6 AND session_id = $2 \
+             AND instance = $7 AND lease_token = $8 RETURNING id) \
+             INSERT INTO chunks (job_id, idx, size, sha256, xxh3, acked_at) \
+             SELECT j.id, $9::BIGINT, $10::BIGINT, $11::TEXT, $12::BIGINT, $3 FROM j \
+             ON CONFLICT (job_id, idx) DO UPDATE SET size = EXCLUDED.size, \
+             sha256 = EXCLUDED.sha256, xxh3 = EXCLUDED.xxh3, acked_at = EXCLUDED.acked_at";
         let now = to_ms(SystemTime::now());
         let (hashed, state) = match checkpoint {
             Some(cp) => (cp.chunks as i64, Some(cp.state.as_slice())),
             None => (0, None),
         };
+        let (sha256, xxh3) = match &ack.checksum {
+            ChunkChecksum::Sha256(h) => (Some(h.as_str()), None),
+            // Stored as the same 64 bits, signed (BIGINT).
+            ChunkChecksum::Xxh3(h) => (None, Some(*h as i64)),
+        };
         let mut conn = self.0.pool.get().await?;
-        let tx = conn.transaction().await.map_err(pg_error)?;
-        // As in SQLite: the session and (here) the lease guard the write,
-        // and the hash checkpoint only moves forward.
-        let changed = tx
+        let statement = conn.prepared(ACK).await?;
+        let changed = conn
             .execute(
-                "UPDATE jobs SET updated_at = $3, error = NULL, next_retry_at = NULL, \
-                 hash_state = CASE WHEN $4 > hashed_chunks THEN $5 ELSE hash_state END, \
-                 hashed_chunks = GREATEST(hashed_chunks, $4) \
-                 WHERE id = $1 AND state = $6 AND session_id = $2 \
-                 AND instance = $7 AND lease_token = $8",
+                &statement,
                 &[
                     &id,
                     &session_id,
@@ -310,12 +271,16 @@ impl PgBackend {
                     &JobState::Uploading.as_str(),
                     &fence.instance,
                     &fence.token,
+                    &(ack.index as i64),
+                    &(ack.size as i64),
+                    &sha256,
+                    &xxh3,
                 ],
             )
             .await
             .map_err(pg_error)?;
         if changed == 0 {
-            return Err(match refusal(&tx, id, fence, None).await {
+            return Err(match refusal(&*conn, id, fence, None).await {
                 StoreError::StaleSession { .. } => StoreError::StaleSession {
                     job: id,
                     session: session_id.to_string(),
@@ -323,26 +288,7 @@ impl PgBackend {
                 other => other,
             });
         }
-        let (sha256, xxh3) = match &ack.checksum {
-            ChunkChecksum::Sha256(h) => (Some(h.as_str()), None),
-            // Stored as the same 64 bits, signed (BIGINT).
-            ChunkChecksum::Xxh3(h) => (None, Some(*h as i64)),
-        };
-        tx.execute(
-            "INSERT INTO chunks (job_id, idx, size, sha256, xxh3, acked_at) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (job_id, idx) DO UPDATE SET size = $3, sha256 = $4, xxh3 = $5, acked_at = $6",
-            &[
-                &id,
-                &(ack.index as i64),
-                &(ack.size as i64),
-                &sha256,
-                &xxh3,
-                &now,
-            ],
-        )
-        .await
-        .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)
+        Ok(())
     }
 
     pub(crate) async fn begin_complete(
@@ -427,11 +373,17 @@ impl PgBackend {
         error: &str,
         next_retry_at: Option<SystemTime>,
     ) -> Result<()> {
+        // Only while the job is active: a note landing after a cancel (or
+        // any finish) must not overwrite the reason it ended.
+        let sql = format!(
+            "UPDATE jobs AS j SET error = $2, next_retry_at = $3, attempts = attempts + 1, \
+             updated_at = $4 WHERE j.id = $1 AND j.instance = $5 AND j.lease_token = $6 AND {}",
+            state_in(&JobState::ACTIVE)
+        );
         let conn = self.0.pool.get().await?;
         let changed = conn
             .execute(
-                "UPDATE jobs SET error = $2, next_retry_at = $3, attempts = attempts + 1, \
-                 updated_at = $4 WHERE id = $1 AND instance = $5 AND lease_token = $6",
+                &sql,
                 &[
                     &id,
                     &error,
@@ -444,7 +396,11 @@ impl PgBackend {
             .await
             .map_err(pg_error)?;
         if changed == 0 {
-            return Err(refusal(&*conn, id, fence, None).await);
+            let row = fenced_row(&*conn, id, fence).await?;
+            return Err(StoreError::NotActive {
+                job: id,
+                state: row_state(id, &row)?,
+            });
         }
         Ok(())
     }
@@ -489,45 +445,62 @@ async fn newest(
 
 /// Why a guarded write for held job `id` changed nothing: the job is gone,
 /// its lease is another's, or (with `to`) the rules refuse the move.
-async fn refusal(
+pub(super) async fn refusal(
     c: &impl GenericClient,
     id: JobId,
     fence: Fence<'_>,
     to: Option<JobState>,
 ) -> StoreError {
-    let row = match c
-        .query_opt(
-            "SELECT state, instance, lease_token FROM jobs WHERE id = $1",
-            &[&id],
-        )
-        .await
-    {
+    let row = match fenced_row(c, id, fence).await {
         Ok(row) => row,
-        Err(e) => return pg_error(e),
+        Err(e) => return e,
     };
-    let Some(row) = row else {
-        return StoreError::NotFound(id);
-    };
-    let instance: Option<String> = row.get("instance");
-    let token: i64 = row.get("lease_token");
-    if instance.as_deref() != Some(fence.instance) || token != fence.token {
-        return StoreError::LeaseLost {
-            job: id,
-            instance: fence.instance.to_string(),
-        };
-    }
-    let state: String = row.get("state");
-    match (to, state.parse::<JobState>()) {
+    match (to, row_state(id, &row)) {
         (Some(to), Ok(from)) => StoreError::InvalidTransition { job: id, from, to },
-        (_, Err(e)) => StoreError::Corrupt {
-            job: id,
-            detail: e.to_string(),
-        },
+        (_, Err(e)) => e,
         (None, Ok(_)) => StoreError::StaleSession {
             job: id,
             session: String::new(),
         },
     }
+}
+
+/// The `state` column of job `id`'s row.
+fn row_state(id: JobId, row: &tokio_postgres::Row) -> Result<JobState> {
+    let state: String = row.get("state");
+    state
+        .parse()
+        .map_err(|e: crate::job::UnknownState| StoreError::Corrupt {
+            job: id,
+            detail: e.to_string(),
+        })
+}
+
+/// Job `id`'s row (`state`), or why a write fenced by `fence` cannot be
+/// this holder's: the job is gone ([`StoreError::NotFound`]) or its lease
+/// is another's ([`StoreError::LeaseLost`]).
+pub(super) async fn fenced_row(
+    c: &impl GenericClient,
+    id: JobId,
+    fence: Fence<'_>,
+) -> Result<tokio_postgres::Row> {
+    let row = c
+        .query_opt(
+            "SELECT state, instance, lease_token FROM jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(pg_error)?
+        .ok_or(StoreError::NotFound(id))?;
+    let instance: Option<String> = row.get("instance");
+    let token: i64 = row.get("lease_token");
+    if instance.as_deref() != Some(fence.instance) || token != fence.token {
+        return Err(StoreError::LeaseLost {
+            job: id,
+            instance: fence.instance.to_string(),
+        });
+    }
+    Ok(row)
 }
 
 /// Paths are stored and shown as text: one that is not UTF-8 would be

@@ -10,8 +10,9 @@
 //! and reads the job's state while at it, so a job cancelled or finished by
 //! another instance is noticed within 2 s. The holder stops sending (its
 //! [`Lease::stopped`] token is cancelled) when the lease is taken over, the
-//! job leaves its active states elsewhere, or renewals have failed until a
-//! third of the lease is left; [`Lease::is_live`] says the same from the
+//! job leaves its active states while held (a hold taken on a finished job,
+//! the filer's, keeps renewing: its job never was active), or renewals have
+//! failed until a third of the lease is left; [`Lease::is_live`] says the same from the
 //! local monotonic clock alone, so a process resumed after a pause (SIGSTOP,
 //! a VM freeze) stops before its first request, before any renewal ran.
 
@@ -73,7 +74,7 @@ impl PgBackend {
                  WHERE id = (SELECT id FROM jobs WHERE id = $1 \
                    AND (lease_expires_at IS NULL OR lease_expires_at <= now()) \
                    FOR UPDATE SKIP LOCKED) \
-                 RETURNING lease_token",
+                 RETURNING lease_token, state",
                 &[&id, &&*self.0.instance, &secs],
             )
             .await
@@ -88,6 +89,7 @@ impl PgBackend {
                 None => StoreError::NotFound(id),
             });
         };
+        let active = JobState::ACTIVE.contains(&parse_state(id, row.get(1))?);
         let lease = Lease {
             job: id,
             instance: self.0.instance.clone(),
@@ -102,6 +104,7 @@ impl PgBackend {
             self.clone(),
             id,
             lease.token,
+            active,
             lease.valid_until.clone(),
             lease.stopped.clone(),
             lease.done.clone(),
@@ -124,13 +127,7 @@ impl PgBackend {
             .map_err(pg_error)?;
         match row {
             None => Ok(None),
-            Some(r) => {
-                let state: String = r.get(0);
-                state.parse().map(Some).map_err(|e| StoreError::Corrupt {
-                    job: id,
-                    detail: format!("{e}"),
-                })
-            }
+            Some(r) => parse_state(id, r.get(0)).map(Some),
         }
     }
 
@@ -148,11 +145,22 @@ impl PgBackend {
     }
 }
 
-/// The renewal task of one held job, until the hold is released.
+fn parse_state(id: JobId, state: String) -> Result<JobState> {
+    state.parse().map_err(|e| StoreError::Corrupt {
+        job: id,
+        detail: format!("{e}"),
+    })
+}
+
+/// The renewal task of one held job, until the hold is released. `active`:
+/// the job was in an active state when taken; the holder stops when it
+/// leaves them, never merely for being finished (the filer holds finished
+/// jobs, and its lease must outlast a long filing).
 async fn renew(
     backend: PgBackend,
     id: JobId,
     token: i64,
+    mut active: bool,
     valid_until: Arc<Mutex<Instant>>,
     stopped: CancellationToken,
     done: CancellationToken,
@@ -178,11 +186,13 @@ async fn renew(
         match tokio::time::timeout(left - margin, backend.extend(id, token)).await {
             Ok(Ok(Some(state))) => {
                 *valid_until.lock().unwrap_or_else(|p| p.into_inner()) = started + lease;
-                if !JobState::ACTIVE.contains(&state) {
+                let now_active = JobState::ACTIVE.contains(&state);
+                if active && !now_active {
                     info!(job_id = id, %state, "the job was finished elsewhere");
                     stopped.cancel();
                     return;
                 }
+                active = now_active;
             }
             Ok(Ok(None)) => {
                 return stop("another instance took over the lease on this job");

@@ -7,11 +7,12 @@ use std::time::SystemTime;
 
 use tokio_postgres::types::ToSql;
 
+use super::jobs::refusal;
 use super::{pg_error, PgBackend};
-use crate::job::{FilingState, Job, JobId, JobState, Stage};
+use crate::job::{Job, JobId, JobState, Stage};
 use crate::store::error::{Result, StoreError};
-use crate::store::manage::{JobQuery, PRUNED_DETAILS};
-use crate::store::rows::{sql_list, state_in, to_ms};
+use crate::store::manage::{cancellable, prunable, JobQuery, PRUNED_DETAILS};
+use crate::store::rows::{state_in, to_ms};
 
 impl PgBackend {
     /// The jobs `q` selects that are not pruned, newest first.
@@ -37,11 +38,14 @@ impl PgBackend {
         self.select(&sql, &args).await
     }
 
-    /// The job's state alone.
+    /// The job's state alone (polled often: prepared once per connection).
     pub(crate) async fn job_state(&self, id: JobId) -> Result<JobState> {
-        let conn = self.0.pool.get().await?;
+        let mut conn = self.0.pool.get().await?;
+        let statement = conn
+            .prepared("SELECT state FROM jobs WHERE id = $1")
+            .await?;
         let row = conn
-            .query_opt("SELECT state FROM jobs WHERE id = $1", &[&id])
+            .query_opt(&statement, &[&id])
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound(id))?;
@@ -56,15 +60,11 @@ impl PgBackend {
     /// state when it next renews the lease, and stops.
     pub(crate) async fn cancel(&self, id: JobId, reason: &str) -> Result<()> {
         let now = to_ms(SystemTime::now());
-        let from: Vec<JobState> = JobState::ALL
-            .into_iter()
-            .filter(|s| s.can_become(JobState::Cancelled))
-            .collect();
         let sql = format!(
             "UPDATE jobs AS j SET state = $1, updated_at = $2, finished_at = $2, error = $3, \
              error_stage = $4, http_status = NULL, platform_message = NULL, next_retry_at = NULL \
              WHERE j.id = $5 AND NOT j.pruned AND {}",
-            state_in(&from)
+            state_in(&cancellable())
         );
         let conn = self.0.pool.get().await?;
         let changed = conn
@@ -94,17 +94,7 @@ impl PgBackend {
     /// Forgets the details of finished (and filed) jobs that finished
     /// before `cutoff`; how many.
     pub(crate) async fn prune(&self, cutoff: SystemTime) -> Result<u64> {
-        let filed = sql_list(
-            FilingState::ALL
-                .into_iter()
-                .filter(|f| f.is_final())
-                .map(|f| f.as_str()),
-        );
-        let which = format!(
-            "NOT j.pruned AND {finished} AND COALESCE(j.finished_at, j.updated_at) < $1 \
-             AND (j.watch_dir IS NULL OR j.filing IN ({filed}))",
-            finished = state_in(&JobState::FINISHED),
-        );
+        let which = prunable("$1");
         let cutoff = to_ms(cutoff);
         let mut conn = self.0.pool.get().await?;
         let tx = conn.transaction().await.map_err(pg_error)?;
@@ -210,19 +200,7 @@ impl PgBackend {
             .await
             .map_err(pg_error)?;
         if changed == 0 {
-            drop(conn);
-            let job = self.job(id).await?;
-            if job.instance.as_deref() != Some(fence.instance) {
-                return Err(StoreError::LeaseLost {
-                    job: id,
-                    instance: fence.instance.to_string(),
-                });
-            }
-            return Err(StoreError::InvalidTransition {
-                job: id,
-                from: job.state,
-                to,
-            });
+            return Err(refusal(&*conn, id, fence, Some(to)).await);
         }
         Ok(())
     }

@@ -6,6 +6,8 @@
 //! times are milliseconds, so one row mapping reads both. Never edit or
 //! reorder an entry that has shipped: add a new one.
 
+use tokio_postgres::GenericClient;
+
 use super::{pg_error, PgBackend};
 use crate::store::error::{Result, StoreError};
 
@@ -86,8 +88,12 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 impl PgBackend {
     /// Applies the migrations not applied yet, in one transaction under
     /// the advisory lock; a schema newer than this binary knows is refused.
+    /// A current schema is only read: nothing is written.
     pub(super) async fn migrate(&self) -> Result<()> {
         let mut conn = self.0.pool.get().await?;
+        if self.known_version(current_version(&*conn).await?)? == SCHEMA_VERSION {
+            return Ok(());
+        }
         let tx = conn.transaction().await.map_err(pg_error)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -100,17 +106,10 @@ impl PgBackend {
         )
         .await
         .map_err(pg_error)?;
-        let version: i64 = tx
-            .query_one("SELECT version FROM modelferry_schema", &[])
-            .await
-            .map_err(pg_error)?
-            .get(0);
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
-                db: self.0.db.display().to_string(),
-                found: version,
-                known: SCHEMA_VERSION,
-            });
+        // Again under the lock: another instance may have migrated meanwhile.
+        let version = self.known_version(current_version(&tx).await?)?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
         }
         for m in &MIGRATIONS[version as usize..] {
             tx.batch_execute(m).await.map_err(pg_error)?;
@@ -124,13 +123,54 @@ impl PgBackend {
         tx.commit().await.map_err(pg_error)
     }
 
+    /// Checks, without writing anything, that the schema is the one this
+    /// binary knows: an older one is [`StoreError::SchemaTooOld`] (`run`
+    /// would migrate it), a newer one [`StoreError::SchemaTooNew`].
+    pub(super) async fn check_schema(&self) -> Result<()> {
+        let conn = self.0.pool.get().await?;
+        let found = self.known_version(current_version(&*conn).await?)?;
+        if found < SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooOld {
+                db: self.0.db.display().to_string(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// `version`, unless it is newer than this binary knows.
+    fn known_version(&self, version: i64) -> Result<i64> {
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                db: self.0.db.display().to_string(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(version)
+    }
+
     /// The schema version the database is at.
     pub async fn schema_version(&self) -> Result<i64> {
         let conn = self.0.pool.get().await?;
-        let row = conn
-            .query_one("SELECT version FROM modelferry_schema", &[])
-            .await
-            .map_err(pg_error)?;
-        Ok(row.get(0))
+        current_version(&*conn).await
     }
+}
+
+/// The schema version the database is at: 0 before the first migration.
+async fn current_version(c: &impl GenericClient) -> Result<i64> {
+    let exists: bool = c
+        .query_one("SELECT to_regclass('modelferry_schema') IS NOT NULL", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = c
+        .query_opt("SELECT version FROM modelferry_schema", &[])
+        .await
+        .map_err(pg_error)?;
+    Ok(row.map_or(0, |r| r.get(0)))
 }

@@ -66,18 +66,34 @@ struct PgInner {
 impl PgBackend {
     /// Connects, and migrates the schema under an advisory lock.
     pub async fn connect(opts: FleetOptions) -> Result<PgBackend> {
-        let db = PathBuf::from(opts.url.as_str());
-        let pool = Pool::new(&opts)?;
-        let backend = PgBackend(Arc::new(PgInner {
-            pool,
-            db,
-            instance: opts.instance.into(),
-            lease: opts.lease,
-        }));
+        let backend = PgBackend::new(opts)?;
         backend
-            .ctx("migrating the schema", backend.migrate())
+            .ctx(|| "migrating the schema".into(), backend.migrate())
             .await?;
         Ok(backend)
+    }
+
+    /// Connects without migrating: nothing is written to check the schema,
+    /// and a schema other than this binary's is an error naming both
+    /// versions ([`StoreError::SchemaTooOld`], [`StoreError::SchemaTooNew`]).
+    pub async fn connect_without_migrating(opts: FleetOptions) -> Result<PgBackend> {
+        let backend = PgBackend::new(opts)?;
+        backend
+            .ctx(
+                || "reading the schema version".into(),
+                backend.check_schema(),
+            )
+            .await?;
+        Ok(backend)
+    }
+
+    fn new(opts: FleetOptions) -> Result<PgBackend> {
+        Ok(PgBackend(Arc::new(PgInner {
+            pool: Pool::new(&opts)?,
+            db: PathBuf::from(opts.url.as_str()),
+            instance: opts.instance.into(),
+            lease: opts.lease,
+        })))
     }
 
     /// The database's URL (without a password), as messages and holds name it.
@@ -90,21 +106,17 @@ impl PgBackend {
         &self.0.instance
     }
 
-    /// How long a lease lasts without renewal.
-    pub fn lease(&self) -> Duration {
-        self.0.lease
-    }
-
-    /// Runs `f`, giving a PostgreSQL error the database and `doing`, once.
+    /// Runs `f`, giving a PostgreSQL error the database and `doing`, once:
+    /// only then is its text made.
     pub(super) async fn ctx<R>(
         &self,
-        doing: impl Into<String>,
+        doing: impl FnOnce() -> String,
         f: impl std::future::Future<Output = Result<R>>,
     ) -> Result<R> {
         f.await.map_err(|e| match e {
             StoreError::Pg(error) => StoreError::Postgres {
                 db: self.0.db.display().to_string(),
-                doing: doing.into(),
+                doing: doing(),
                 detail: error,
             },
             other => other,

@@ -3,15 +3,19 @@
 //!
 //! A handful of connections suffice (one store call at a time per job, and
 //! a lease renewal per held job every few seconds); a broken connection is
-//! dropped and replaced on the next call.
+//! dropped and replaced on the next call. Each connection keeps the
+//! statements prepared on it ([`Conn::prepared`]), so a hot statement (a
+//! chunk acknowledgement) is parsed once per connection and then costs one
+//! round trip a call.
 
+use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::config::SslMode;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, NoTls, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{pg_error, FleetOptions};
@@ -28,13 +32,19 @@ struct PoolInner {
     config: Config,
     /// `None`: a loopback database, reached without TLS.
     tls: Option<MakeRustlsConnect>,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Pooled>>,
     permits: Arc<Semaphore>,
+}
+
+/// A connection and the statements prepared on it, keyed by their SQL.
+struct Pooled {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
 }
 
 /// A connection taken from the pool; back into it when dropped, unless broken.
 pub(super) struct Conn {
-    client: Option<Client>,
+    client: Option<Pooled>,
     pool: Arc<PoolInner>,
     _permit: OwnedSemaphorePermit,
 }
@@ -89,11 +99,14 @@ impl Pool {
             .map_err(|e| StoreError::Call(e.to_string()))?;
         let idle = {
             let mut idle = self.0.idle.lock().unwrap_or_else(|p| p.into_inner());
-            std::iter::from_fn(|| idle.pop()).find(|c| !c.is_closed())
+            std::iter::from_fn(|| idle.pop()).find(|c| !c.client.is_closed())
         };
         let client = match idle {
             Some(c) => c,
-            None => self.connect().await?,
+            None => Pooled {
+                client: self.connect().await?,
+                statements: HashMap::new(),
+            },
         };
         Ok(Conn {
             client: Some(client),
@@ -120,23 +133,41 @@ impl Pool {
     }
 }
 
+impl Conn {
+    fn pooled(&mut self) -> &mut Pooled {
+        self.client.as_mut().expect("present until dropped")
+    }
+
+    /// `sql` prepared on this connection: by the server on first use, then
+    /// the same statement for as long as the connection lives.
+    pub(super) async fn prepared(&mut self, sql: &'static str) -> Result<Statement> {
+        let pooled = self.pooled();
+        if let Some(s) = pooled.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = pooled.client.prepare(sql).await.map_err(pg_error)?;
+        pooled.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+}
+
 impl Deref for Conn {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("present until dropped")
+        &self.client.as_ref().expect("present until dropped").client
     }
 }
 
 impl DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until dropped")
+        &mut self.pooled().client
     }
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
-            if !c.is_closed() {
+            if !c.client.is_closed() {
                 self.pool
                     .idle
                     .lock()

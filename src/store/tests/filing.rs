@@ -10,11 +10,11 @@ async fn finished_at(s: &Store, state: JobState, step: Option<FilingState>) -> J
         .unwrap();
     drive_to(s, id, state).await;
     if let Some(step) = step {
-        s.plan_filing(id, Some(Path::new("/done/f.tar")))
+        s.plan_filing(id, None, Some(Path::new("/done/f.tar")))
             .await
             .unwrap();
         if step != FilingState::Pending {
-            s.finish_filing(id, step).await.unwrap();
+            s.finish_filing(id, None, step).await.unwrap();
         }
     }
     id
@@ -33,8 +33,8 @@ async fn filing_follows_its_rules_over_every_pair() {
         for to in FilingState::ALL {
             let id = finished_at(&s, JobState::Succeeded, from).await;
             let r = match to {
-                FilingState::Pending => s.plan_filing(id, Some(Path::new("/other"))).await,
-                _ => s.finish_filing(id, to).await,
+                FilingState::Pending => s.plan_filing(id, None, Some(Path::new("/other"))).await,
+                _ => s.finish_filing(id, None, to).await,
             };
             let after = s.job(id).await.unwrap();
             if FilingState::can_become(from, to) {
@@ -65,7 +65,7 @@ async fn filing_an_unfinished_job_is_a_filing_error() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path()).await;
     let id = finished_at(&s, JobState::Uploading, None).await;
-    let e = s.plan_filing(id, None).await.unwrap_err();
+    let e = s.plan_filing(id, None, None).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -80,11 +80,11 @@ async fn filing_an_unfinished_job_is_a_filing_error() {
     );
     assert!(e.to_string().contains("filing"), "{e}");
     assert!(matches!(
-        s.finish_filing(id, FilingState::Done).await,
+        s.finish_filing(id, None, FilingState::Done).await,
         Err(StoreError::InvalidFiling { .. })
     ));
     assert!(matches!(
-        s.plan_filing(999, None).await,
+        s.plan_filing(999, None, None).await,
         Err(StoreError::NotFound(999))
     ));
 }
@@ -102,14 +102,16 @@ async fn a_filing_is_recorded_and_unfiled_jobs_are_the_unfinished_filings() {
     let ids: Vec<JobId> = s.unfiled().await.unwrap().iter().map(|j| j.id).collect();
     assert_eq!(ids, [never, pending]);
 
-    s.note_filing_error(pending, "filing: disk full")
+    s.note_filing_error(pending, None, "filing: disk full")
         .await
         .unwrap();
     assert_eq!(
         s.job(pending).await.unwrap().filing_error.as_deref(),
         Some("filing: disk full")
     );
-    s.finish_filing(pending, FilingState::Done).await.unwrap();
+    s.finish_filing(pending, None, FilingState::Done)
+        .await
+        .unwrap();
     let j = s.job(pending).await.unwrap();
     assert_eq!(j.filing_error, None);
     let f: Filing = j.filing.unwrap();

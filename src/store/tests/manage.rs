@@ -117,9 +117,8 @@ async fn prune_keeps_what_recognises_the_file_and_nothing_else() {
     assert_eq!(j.session, None);
     assert!(s.acked_chunks(done).await.unwrap().is_empty());
     // Gone from listings, still found by identity.
-    let listed = ids(&s.jobs().await.unwrap());
-    assert_eq!(listed, [running, unfiled]);
-    assert_eq!(s.list(&JobQuery::default()).await.unwrap().len(), 2);
+    let listed = ids(&s.list(&JobQuery::default()).await.unwrap());
+    assert_eq!(listed, [unfiled, running], "newest first");
     let found = s
         .find_by_identity(&j.path, &j.identity, "model", false)
         .await
@@ -127,13 +126,13 @@ async fn prune_keeps_what_recognises_the_file_and_nothing_else() {
         .unwrap();
     assert!(found.id == unfiled || found.id == running || found.id == done);
     // Once filed, the daemon job is pruned too; a second prune finds nothing.
-    s.plan_filing(unfiled, None).await.unwrap();
-    s.finish_filing(unfiled, crate::job::FilingState::Skipped)
+    s.plan_filing(unfiled, None, None).await.unwrap();
+    s.finish_filing(unfiled, None, crate::job::FilingState::Skipped)
         .await
         .unwrap();
     assert_eq!(s.prune(later).await.unwrap(), 1);
     assert_eq!(s.prune(later).await.unwrap(), 0);
-    assert_eq!(ids(&s.jobs().await.unwrap()), [running]);
+    assert_eq!(ids(&s.list(&JobQuery::default()).await.unwrap()), [running]);
     // A pruned job cannot be cancelled.
     assert!(s.cancel(done, "x").await.is_err());
 }

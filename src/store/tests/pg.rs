@@ -60,17 +60,7 @@ async fn a_lease_fences_a_holder_whose_job_was_taken_over() {
     let stale = held.clone();
     let stopped = held.stopped(&tokio_util::sync::CancellationToken::new());
     held.stop_renewing();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let taken = loop {
-        match b.hold(id).await {
-            Ok(h) => break h,
-            Err(StoreError::Busy(_)) => {
-                assert!(std::time::Instant::now() < deadline, "never taken over");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let taken = take_over(b, id).await;
     assert!(!stale.is_live(), "the old holder knows by its own clock");
     // The new holder resumes the same session with the chunk acknowledged.
     let job = b.job(id).await.unwrap();
@@ -91,6 +81,7 @@ async fn a_lease_fences_a_holder_whose_job_was_taken_over() {
     lost(a.start_session(id, &stale, &session("s2"), "m").await);
     lost(a.fail(id, &stale, &Failure::new(Stage::Upload, "x")).await);
     lost(a.note_error(id, &stale, "x", None).await);
+    lost(a.succeed_duplicate(id, &stale, "x", &before).await);
     let mut after = b.job(id).await.unwrap();
     after.updated_at = before.updated_at;
     assert_eq!(after, before, "a refused write changed the job");
@@ -100,6 +91,29 @@ async fn a_lease_fences_a_holder_whose_job_was_taken_over() {
     b.release(taken).await;
     // Released: taken at once by anyone.
     a.release(a.hold(id).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_stale_hold_of_the_same_instance_is_fenced_by_its_token() {
+    let Some(c) = Cluster::start("a_stale_hold_of_the_same_instance") else {
+        return;
+    };
+    let (_, s) = fleet(&c, 1, Duration::from_secs(1)).await;
+    let s = &s[0];
+    let id = s.admit(&new_job_at("/u/a.tar", 4096, None)).await.unwrap();
+    let stale = s.hold(id).await.unwrap();
+    stale.stop_renewing();
+    // The same instance takes the job again once the lease ran out (a
+    // restarted task): the old hold's token is no longer the job's.
+    let taken = take_over(s, id).await;
+    let original = s.job(id).await.unwrap();
+    assert!(matches!(
+        s.succeed_duplicate(id, &stale, "abc", &original).await,
+        Err(StoreError::LeaseLost { job, .. }) if job == id
+    ));
+    assert_eq!(s.job(id).await.unwrap().state, JobState::Queued);
+    s.release(taken).await;
+    s.release(stale).await;
 }
 
 #[tokio::test]
@@ -131,6 +145,94 @@ async fn renewal_keeps_a_lease_and_sees_a_job_finished_elsewhere() {
     s[0].release(held).await;
 }
 
+/// `b` takes job `id` once `a`'s lease on it ran out.
+async fn take_over(b: &Store, id: JobId) -> Hold {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match b.hold(id).await {
+            Ok(h) => return h,
+            Err(StoreError::Busy(_)) => {
+                assert!(std::time::Instant::now() < deadline, "never taken over");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hold_on_a_finished_job_keeps_its_lease() {
+    let Some(c) = Cluster::start("a_hold_on_a_finished_job_keeps_its_lease") else {
+        return;
+    };
+    let lease = Duration::from_secs(1);
+    let (_, s) = fleet(&c, 2, lease).await;
+    let id = s[0]
+        .admit(&new_job_at("/drop/m.tar", 4096, Some(Path::new("/drop"))))
+        .await
+        .unwrap();
+    drive_to(&s[0], id, JobState::Failed).await;
+    // The filer's hold: a long filing outlasts many renewals.
+    let held = s[0].hold(id).await.unwrap();
+    let stopped = held.stopped(&tokio_util::sync::CancellationToken::new());
+    tokio::time::sleep(lease * 2).await;
+    assert!(held.is_live() && !stopped.is_cancelled());
+    assert!(matches!(s[1].hold(id).await, Err(StoreError::Busy(_))));
+    s[0].plan_filing(id, Some(&held), None).await.unwrap();
+    s[0].finish_filing(id, Some(&held), FilingState::Skipped)
+        .await
+        .unwrap();
+    s[0].release(held).await;
+}
+
+#[tokio::test]
+async fn a_stale_filer_is_refused_after_a_takeover() {
+    let Some(c) = Cluster::start("a_stale_filer_is_refused_after_a_takeover") else {
+        return;
+    };
+    let lease = Duration::from_secs(1);
+    let (_, s) = fleet(&c, 2, lease).await;
+    let (a, b) = (&s[0], &s[1]);
+    let id = a
+        .admit(&new_job_at("/drop/m.tar", 4096, Some(Path::new("/drop"))))
+        .await
+        .unwrap();
+    drive_to(a, id, JobState::Failed).await;
+    let stale = a.hold(id).await.unwrap();
+    a.plan_filing(id, Some(&stale), Some(Path::new("/failed/m.tar")))
+        .await
+        .unwrap();
+    // The filer freezes mid-filing; its lease runs out and `b` takes over.
+    stale.stop_renewing();
+    let taken = take_over(b, id).await;
+    assert!(!stale.is_live());
+    let before = b.job(id).await.unwrap();
+    let lost = |r: Result<(), StoreError>| match r {
+        Err(StoreError::LeaseLost { job, instance }) => {
+            assert_eq!((job, instance.as_str()), (id, "host-a"))
+        }
+        other => panic!("a stale filing write was not refused: {other:?}"),
+    };
+    lost(a.finish_filing(id, Some(&stale), FilingState::Done).await);
+    lost(a.note_filing_error(id, Some(&stale), "filing: x").await);
+    lost(a.plan_filing(id, Some(&stale), None).await);
+    assert_eq!(
+        b.job(id).await.unwrap(),
+        before,
+        "a refused write changed the job"
+    );
+    // Its new holder files it.
+    b.finish_filing(id, Some(&taken), FilingState::Done)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.job(id).await.unwrap().filing.unwrap().state,
+        FilingState::Done
+    );
+    b.release(taken).await;
+    a.release(stale).await;
+}
+
 #[tokio::test]
 async fn two_instances_admitting_one_file_at_once_make_one_job() {
     let Some(c) = Cluster::start("two_instances_admitting_one_file_at_once_make_one_job") else {
@@ -158,7 +260,7 @@ async fn two_instances_admitting_one_file_at_once_make_one_job() {
         let other = [r1, r2].into_iter().find_map(|r| r.err()).unwrap();
         assert_eq!(other.id, made[0]);
     }
-    assert_eq!(s[0].jobs().await.unwrap().len(), 5);
+    assert_eq!(s[0].list(&JobQuery::default()).await.unwrap().len(), 5);
     // The same file elsewhere (another watch folder) is another file.
     let elsewhere = new_job_at("/other/0.tar", 4096, Some(Path::new("/other")));
     assert!(s[0]
@@ -194,6 +296,70 @@ async fn migrations_run_once_and_a_newer_schema_is_refused() {
         "{err}"
     );
     assert!(err.to_string().contains("upgrade modelferry"), "{err}");
+}
+
+#[tokio::test]
+async fn only_run_and_upload_migrate_and_a_current_schema_is_not_written() {
+    let Some(c) = Cluster::start("only_run_and_upload_migrate") else {
+        return;
+    };
+    let url = c.database();
+    let lease = Duration::from_secs(30);
+    // Never migrated: no schema, no jobs, and nothing is created.
+    let reader = PgBackend::connect_without_migrating(opts(&url, "r", lease)).await;
+    assert!(
+        matches!(reader, Err(StoreError::SchemaTooOld { found: 0, .. })),
+        "{:?}",
+        reader.err()
+    );
+    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'";
+    assert_eq!(c.sql_in(&url, tables).trim(), "0");
+
+    Store::connect(opts(&url, "a", lease)).await.unwrap();
+    // The row's transaction id moves with any write to it.
+    let xmin = "SELECT xmin::text FROM modelferry_schema";
+    let written = c.sql_in(&url, xmin);
+    Store::connect(opts(&url, "b", lease)).await.unwrap();
+    PgBackend::connect_without_migrating(opts(&url, "r", lease))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.sql_in(&url, xmin),
+        written,
+        "a current schema was written"
+    );
+
+    // An older schema: named with both versions, and left as it is.
+    c.sql_in(&url, "UPDATE modelferry_schema SET version = 1");
+    let err = PgBackend::connect_without_migrating(opts(&url, "r", lease))
+        .await
+        .expect_err("refused");
+    let known = crate::store::PG_SCHEMA_VERSION;
+    assert!(
+        matches!(err, StoreError::SchemaTooOld { found: 1, known: k, .. } if k == known),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&format!(
+            "schema version 1 is older than this modelferry's ({known})"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        c.sql_in(&url, "SELECT version FROM modelferry_schema")
+            .trim(),
+        "1"
+    );
+    c.sql_in(
+        &url,
+        &format!("UPDATE modelferry_schema SET version = {known}"),
+    );
+    // Newer: refused the same way with or without migrating.
+    c.sql_in(&url, "UPDATE modelferry_schema SET version = 99");
+    assert!(matches!(
+        PgBackend::connect_without_migrating(opts(&url, "r", lease)).await,
+        Err(StoreError::SchemaTooNew { found: 99, .. })
+    ));
 }
 
 #[tokio::test]
@@ -246,6 +412,13 @@ async fn a_job_goes_its_whole_way_in_postgresql() {
     s.start_session(id, &h, &session("s"), "m").await.unwrap();
     s.ack_chunk(id, &h, "s", &ack(1), Some(&cp)).await.unwrap();
     s.ack_chunk(id, &h, "s", &ack(0), None).await.unwrap();
+    // Acknowledged again (a resent chunk): the newer record stands.
+    let again = ChunkAck {
+        checksum: ChunkChecksum::Sha256("ab".into()),
+        ..ack(0)
+    };
+    s.ack_chunk(id, &h, "s", &again, None).await.unwrap();
+    assert_eq!(s.acked_chunks(id).await.unwrap(), vec![again, ack(1)]);
     assert!(matches!(
         s.ack_chunk(id, &h, "old", &ack(2), None).await,
         Err(StoreError::StaleSession { .. })
@@ -258,10 +431,9 @@ async fn a_job_goes_its_whole_way_in_postgresql() {
         Err(StoreError::NotHeld { .. })
     ));
     s.release(h).await;
-    let counts = s.count_by_state().await.unwrap();
     assert_eq!(
-        counts.iter().map(|(_, n)| n).sum::<u64>(),
-        JobState::ALL.len() as u64 + 1
+        s.list(&JobQuery::default()).await.unwrap().len(),
+        JobState::ALL.len() + 1
     );
     let unfiled = s.unfiled().await.unwrap();
     assert_eq!(
@@ -270,10 +442,12 @@ async fn a_job_goes_its_whole_way_in_postgresql() {
         "the finished daemon jobs"
     );
     let done = unfiled[0].id;
-    s.plan_filing(done, Some(Path::new("/done/w.tar")))
+    s.plan_filing(done, None, Some(Path::new("/done/w.tar")))
         .await
         .unwrap();
-    s.finish_filing(done, FilingState::Done).await.unwrap();
+    s.finish_filing(done, None, FilingState::Done)
+        .await
+        .unwrap();
     assert_eq!(
         s.unfiled().await.unwrap().len(),
         JobState::FINISHED.len() - 1
@@ -336,6 +510,19 @@ async fn cancel_list_prune_and_dedupe_work_in_postgresql() {
     s.succeed_duplicate(copy, &h, &sha, &original)
         .await
         .unwrap();
+    s.release(h).await;
+    // A note after a cancel leaves the cancel's reason.
+    let late = s.admit(&new_job_at("/u/e.tar", 4096, None)).await.unwrap();
+    let h = s.hold(late).await.unwrap();
+    s.cancel(late, "stop").await.unwrap();
+    assert!(matches!(
+        s.note_error(late, &h, "retrying", None).await,
+        Err(StoreError::NotActive {
+            state: JobState::Cancelled,
+            ..
+        })
+    ));
+    assert_eq!(s.job(late).await.unwrap().error.as_deref(), Some("stop"));
     s.release(h).await;
     let dup = s.job(copy).await.unwrap();
     assert_eq!(
