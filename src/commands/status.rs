@@ -193,7 +193,13 @@ pub async fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<u8> {
         return Ok(code);
     }
     if !exists {
-        println!("no jobs yet: {} does not exist", Escaped::path(&db));
+        match &config.state.url {
+            // The URL carries no password (refused when the config is read).
+            Some(url) => println!(
+                "no jobs yet: the fleet database {url} has no schema (the first `run` makes it)"
+            ),
+            None => println!("no jobs yet: {} does not exist", Escaped::path(&db)),
+        }
         return Ok(code);
     }
     if let (true, Some(store)) = (views.is_empty(), &store) {

@@ -8,6 +8,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use modelferry::secret::Secret;
+use modelferry::store::{FleetOptions, Store};
 use modelferry_emulator::EmulatorOptions;
 use modelferry_pg_cluster::{Cluster, PASSWORD};
 use serde_json::Value;
@@ -47,9 +49,16 @@ impl Fleet {
             url,
             password_file,
         };
-        // Any command migrates the schema: the test's own queries then
-        // never meet a missing table, so an SQL error is a real one.
-        fleet.status().await;
+        // The schema first, as `run` would make it (read-only commands
+        // never migrate): the test's own queries then never meet a missing
+        // table, so an SQL error is a real one.
+        let opts = FleetOptions {
+            url: fleet.url.clone(),
+            password: Some(Secret::new(PASSWORD)),
+            instance: "test-setup".into(),
+            lease: Duration::from_secs(30),
+        };
+        drop(Store::connect(opts).await.expect("the fleet's schema"));
         Some(fleet)
     }
 

@@ -73,9 +73,36 @@ async fn status_in_fleet_mode_names_the_fleet_database() {
     };
     let env = Env::start(quick()).await;
     let password_file = cluster.password_file(env.dir.path());
+    // A new database on each call: this test's one.
+    let db = cluster.database();
     let cfg = env.config.to_str().unwrap().to_string();
     let mut cmd = env.command(&["status", "-c", &cfg]);
-    cmd.env("MODELFERRY__STATE__URL", cluster.database().as_str())
+    cmd.env("MODELFERRY__STATE__URL", db.as_str())
+        .env("MODELFERRY__STATE__PASSWORD_FILE", &password_file);
+    let r = run(cmd).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    // A read-only command makes no schema: the fleet's database is named.
+    assert!(
+        r.stdout
+            .starts_with("no jobs yet: the fleet database postgresql://"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("modelferry.db"), "{}", r.stdout);
+
+    // Once `run` (here: the library, as `run` does) made the schema, an empty
+    // listing names the fleet's database too.
+    let opts = modelferry::store::FleetOptions {
+        url: db.clone(),
+        password: Some(modelferry::secret::Secret::new(
+            modelferry_pg_cluster::PASSWORD,
+        )),
+        instance: "test-setup".into(),
+        lease: std::time::Duration::from_secs(30),
+    };
+    drop(modelferry::store::Store::connect(opts).await.unwrap());
+    let mut cmd = env.command(&["status", "-c", &cfg]);
+    cmd.env("MODELFERRY__STATE__URL", db.as_str())
         .env("MODELFERRY__STATE__PASSWORD_FILE", &password_file);
     let r = run(cmd).await;
     assert_eq!(r.code, 0, "{}", r.all());
