@@ -264,7 +264,7 @@ mod tests {
 
     use super::*;
     use crate::job::NewJob;
-    use crate::source::FileIdentity;
+
     use crate::store::SqliteStore;
 
     /// A job as the store makes it: queued, never held.
@@ -272,17 +272,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path()).unwrap();
         let new = NewJob {
-            path: PathBuf::from("/drop/m.tar"),
-            identity: FileIdentity {
-                dev: 1,
-                ino: 2,
-                size: 1,
-                mtime_ns: 3,
-            },
-            file_context: "model".into(),
-            is_adapter: false,
             chunk_size: 1,
             watch_dir: Some(PathBuf::from("/drop")),
+            ..NewJob::for_test("/drop/m.tar", 1)
         };
         let id = store.admit(&new).unwrap();
         store.job(id).unwrap()

@@ -196,26 +196,19 @@ mod tests {
 
     use super::*;
     use crate::job::NewJob;
-    use crate::source::FileIdentity;
+
     use crate::store::SqliteStore;
 
     /// A job as the store makes it, with the fields the queue reads set.
     fn job(id: JobId, mtime_ns: i64, state: JobState) -> Job {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path()).unwrap();
-        let new = NewJob {
-            path: PathBuf::from(format!("/drop/{id}.tar")),
-            identity: FileIdentity {
-                dev: 1,
-                ino: 2,
-                size: 1,
-                mtime_ns,
-            },
-            file_context: "model".into(),
-            is_adapter: false,
+        let mut new = NewJob {
             chunk_size: 1,
             watch_dir: Some(PathBuf::from("/drop")),
+            ..NewJob::for_test(format!("/drop/{id}.tar"), 1)
         };
+        new.identity.mtime_ns = mtime_ns;
         let stored = store.admit(&new).unwrap();
         let mut job = store.job(stored).unwrap();
         job.id = id;

@@ -94,11 +94,10 @@ impl StatusReport {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use super::*;
     use crate::job::NewJob;
-    use crate::source::FileIdentity;
+
     use crate::store::SqliteStore;
 
     /// A queue with running jobs in `running` states and `waiting` more.
@@ -107,19 +106,11 @@ mod tests {
         let mut store = SqliteStore::open(dir.path()).unwrap();
         let mut q = Queue::new(running.len());
         for i in 0..running.len() + waiting {
-            let new = NewJob {
-                path: PathBuf::from(format!("/drop/{i}.tar")),
-                identity: FileIdentity {
-                    dev: 1,
-                    ino: i as u64,
-                    size: 1,
-                    mtime_ns: i as i64,
-                },
-                file_context: "model".into(),
-                is_adapter: false,
+            let mut new = NewJob {
                 chunk_size: 1,
-                watch_dir: None,
+                ..NewJob::for_test(format!("/drop/{i}.tar"), 1)
             };
+            (new.identity.ino, new.identity.mtime_ns) = (i as u64, i as i64);
             let id = store.admit(&new).unwrap();
             q.enqueue(&store.job(id).unwrap());
         }

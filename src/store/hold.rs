@@ -191,29 +191,15 @@ async fn watch_state(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use super::*;
     use crate::job::NewJob;
-    use crate::source::FileIdentity;
 
     async fn store_with_a_job() -> (tempfile::TempDir, Store, JobId) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().to_path_buf()).await.unwrap();
         let id = store
-            .admit(&NewJob {
-                path: PathBuf::from("/drop/m.tar"),
-                identity: FileIdentity {
-                    dev: 1,
-                    ino: 2,
-                    size: 10,
-                    mtime_ns: 3,
-                },
-                file_context: "model".into(),
-                is_adapter: false,
-                chunk_size: 1024,
-                watch_dir: None,
-            })
+            .admit(&NewJob::for_test("/drop/m.tar", 10))
             .await
             .unwrap();
         (dir, store, id)

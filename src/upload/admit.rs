@@ -187,22 +187,14 @@ mod tests {
 
     use super::*;
     use crate::job::SessionRecord;
-    use crate::source::FileIdentity;
 
     fn file(mtime_ns: i64) -> NewJob {
-        NewJob {
-            path: PathBuf::from("/drop/m.tar"),
-            identity: FileIdentity {
-                dev: 1,
-                ino: 2,
-                size: 10,
-                mtime_ns,
-            },
-            file_context: "model".into(),
-            is_adapter: false,
-            chunk_size: 1024,
+        let mut f = NewJob {
             watch_dir: Some(PathBuf::from("/drop")),
-        }
+            ..NewJob::for_test("/drop/m.tar", 10)
+        };
+        f.identity.mtime_ns = mtime_ns;
+        f
     }
 
     fn policy(rerun: Rerun) -> Policy<'static> {

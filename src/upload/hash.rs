@@ -305,13 +305,12 @@ fn hash_in_order(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use sha2::{Digest, Sha256};
 
     use super::*;
     use crate::job::NewJob;
-    use crate::source::FileIdentity;
+
     use crate::store::Store;
     use crate::upload::ChunkPlan;
 
@@ -320,17 +319,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().to_path_buf()).await.unwrap();
         let new = NewJob {
-            path: PathBuf::from("/drop/m.tar"),
-            identity: FileIdentity {
-                dev: 1,
-                ino: 2,
-                size,
-                mtime_ns: 3,
-            },
-            file_context: "model".into(),
-            is_adapter: false,
             chunk_size: 1000,
-            watch_dir: None,
+            ..NewJob::for_test("/drop/m.tar", size)
         };
         let id = store.admit(&new).await.unwrap();
         (dir, store.job(id).await.unwrap())

@@ -318,16 +318,7 @@ async fn refuses_a_path_that_is_not_utf8() {
     let err = s
         .admit(&NewJob {
             path: bad,
-            identity: FileIdentity {
-                dev: 1,
-                ino: 2,
-                size: 10,
-                mtime_ns: 3,
-            },
-            file_context: "model".into(),
-            is_adapter: false,
-            chunk_size: 1024,
-            watch_dir: None,
+            ..NewJob::for_test("/drop/unused.tar", 10)
         })
         .await
         .unwrap_err();

@@ -24,17 +24,8 @@ async fn open(dir: &Path) -> Store {
 
 fn new_job_at(path: &str, size: u64, watch_dir: Option<&Path>) -> NewJob {
     NewJob {
-        path: PathBuf::from(path),
-        identity: FileIdentity {
-            dev: 1,
-            ino: 2,
-            size,
-            mtime_ns: 3,
-        },
-        file_context: "model".into(),
-        is_adapter: false,
-        chunk_size: 1024,
         watch_dir: watch_dir.map(Path::to_path_buf),
+        ..NewJob::for_test(path, size)
     }
 }
 
